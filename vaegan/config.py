@@ -1,0 +1,242 @@
+"""Typed configuration: dataclasses loaded from YAML, overridable as ``section.key=value``.
+
+A config is four sections plus the model kind. Every key is validated: an unknown key or a
+value of the wrong type raises :class:`ConfigError` naming the key and what is valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "faces"  # faces (built-in, procedural) | celeba | folder
+    root: str = ""  # celeba: folder holding img_align_celeba/; folder: any image folder
+    split: str = "train"  # celeba: train | val | test | all
+    resolution: int = 64  # output side in pixels: 32, 64 or 128
+    crop: int = 148  # celeba: square crop side before resizing (0: no crop)
+    crop_top: int = 40  # celeba: crop's top row (-1: centred); Larsen's crop is rows 40:188
+    crop_left: int = -1  # celeba: crop's left column (-1: centred)
+    num_images: int = 20000  # faces: how many images the built-in dataset holds
+    seed: int = 0  # faces: generator seed (same seed, same images)
+    hflip: bool = False  # random horizontal flips while training
+    skip_bad_images: bool = False  # skip and count unreadable images instead of failing
+    cache: str = ""  # path of a prepared uint8 cache (vaegan prepare); used when it exists
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "vaegan"  # vaegan (Larsen et al. 2016) | vae (plain baseline, same nets)
+    latent_dim: int = 128
+    width: float = 1.0  # channel multiplier on every conv layer
+    enc_fc: int = 1024  # encoder's hidden FC width (Larsen's released code: 1024)
+    dis_fc: int = 512
+    norm: str = "batch"  # batch | group | none
+    logvar_min: float = -30.0
+    logvar_max: float = 20.0
+
+
+@dataclass
+class LossConfig:
+    recon: str = "gaussian"  # plain VAE pixel likelihood: gaussian | l1 | bernoulli
+    beta: float = 1.0  # weight of the KL term
+    gamma: float = 1e-2  # decoder's weight on the Dis_l feature loss against its GAN loss
+    adversarial: str = "original"  # original | nonsaturating | hinge
+    fake_sources: str = "both"  # what the discriminator sees as fake: recon | prior | both
+    adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
+    adaptive_weight_max: float = 1e4
+    adv_start_step: int = 0  # no discriminator / adversarial term before this step
+    kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these steps
+    equilibrium: bool = False  # Larsen's released code: skip updates of a side that is too far ahead
+    equilibrium_target: float = 0.68  # target discriminator BCE (about ln 2)
+    equilibrium_margin: float = 0.35
+
+
+@dataclass
+class OptimConfig:
+    name: str = "rmsprop"  # rmsprop (Larsen) | adam
+    lr: float = 3e-4
+    lr_dis: float = 0.0  # 0: same as lr
+    alpha: float = 0.9  # RMSprop smoothing
+    beta1: float = 0.5  # Adam
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0: no clipping
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    max_steps: int = 10000
+    precision: str = "no"  # no | bf16 | fp16
+    channels_last: bool = True
+    seed: int = 0
+    out_dir: str = "runs"
+    run_name: str = ""  # default: derived from the config file's name
+    log_every_steps: int = 50
+    sample_every_steps: int = 1000
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    grad_accum_steps: int = 1
+    ema_decay: float = 0.0  # 0: no EMA copy
+    max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
+    sync_batchnorm: bool = False
+    eval_every_steps: int = 0  # 0: no periodic evaluation
+    eval_num_images: int = 1000
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+
+CHOICES = {
+    "data.dataset": ("faces", "celeba", "folder"),
+    "data.split": ("train", "val", "test", "all"),
+    "data.resolution": (32, 64, 128),
+    "model.kind": ("vaegan", "vae"),
+    "model.norm": ("batch", "group", "none"),
+    "loss.recon": ("gaussian", "l1", "bernoulli"),
+    "loss.adversarial": ("original", "nonsaturating", "hinge"),
+    "loss.fake_sources": ("recon", "prior", "both"),
+    "optim.name": ("rmsprop", "adam"),
+    "train.precision": ("no", "bf16", "fp16"),
+}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check ``value`` against the field type, allowing int -> float."""
+    typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if typ is str and value is None:
+        value = ""
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(
+            f"config key '{key}': expected {typ.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    choices = CHOICES.get(key)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}': {value!r} is not valid; choose one of {list(choices)}")
+    return value
+
+
+def _section_fields(section: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)}
+
+
+def apply(cfg: Config, values: dict, origin: str = "config") -> Config:
+    """Set ``{section: {key: value}}`` on ``cfg`` in place, validating every key."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections, got {type(values).__name__}")
+    sections = [f.name for f in dataclasses.fields(cfg)]
+    for name, body in values.items():
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section '{name}'; valid sections: {sections}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{origin}: section '{name}' must be a mapping, got {body!r}")
+        section = getattr(cfg, name)
+        fields = _section_fields(section)
+        for key, value in body.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"{origin}: unknown key '{name}.{key}'; valid keys in '{name}': {sorted(fields)}"
+                )
+            setattr(section, key, _coerce(f"{name}.{key}", value, fields[key]))
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single key's type cannot express."""
+    positive = {
+        "train.batch_size": cfg.train.batch_size,
+        "train.max_steps": cfg.train.max_steps,
+        "train.grad_accum_steps": cfg.train.grad_accum_steps,
+        "model.latent_dim": cfg.model.latent_dim,
+        "model.width": cfg.model.width,
+        "optim.lr": cfg.optim.lr,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"config key '{key}': must be > 0, got {value!r}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
+    if cfg.model.logvar_min >= cfg.model.logvar_max:
+        raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
+    if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:
+        raise ConfigError(f"config key 'data.root': required for data.dataset={cfg.data.dataset!r}")
+
+
+def parse_override(text: str) -> dict:
+    """``'loss.gamma=1e-3'`` -> ``{'loss': {'gamma': 0.001}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    path, raw = text.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. train.max_steps=100")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: cannot parse value: {e}") from None
+    return {parts[0]: {parts[1]: value}}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML: {e}") from None
+    return values or {}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file, then each ``section.key=value`` override in order."""
+    cfg = Config()
+    if path is not None:
+        apply(cfg, load_yaml(path), origin=str(path))
+        if not cfg.train.run_name:
+            cfg.train.run_name = Path(path).stem
+    for text in overrides:
+        apply(cfg, parse_override(text), origin=f"override '{text}'")
+    validate(cfg)
+    return cfg
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a checkpoint)."""
+    cfg = apply(Config(), values, origin="saved config")
+    validate(cfg)
+    return cfg
