@@ -1,0 +1,110 @@
+"""Loss terms as pure functions of tensors. Every reduction runs in float32.
+
+Units: reconstruction, feature and KL terms are summed over an image's elements (a
+log-likelihood per image, up to constants) and averaged over the batch; GAN terms are
+averaged over the batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .models.distributions import DiagonalGaussian
+
+
+def kl_loss(posterior: DiagonalGaussian) -> torch.Tensor:
+    """Mean over the batch of KL(q(z|x) || N(0, I))."""
+    return posterior.kl().mean()
+
+
+def pixel_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "gaussian") -> torch.Tensor:
+    """-log p(x|z) per image up to a constant, batch mean. x, x_rec: (B, 3, H, W) in [-1, 1].
+
+    gaussian: sum of squared errors (variance 1/2); l1: sum of absolute errors (Laplace);
+    bernoulli: binary cross-entropy of pixels mapped to [0, 1].
+    """
+    x_rec, x = x_rec.float(), x.float()
+    if kind == "gaussian":
+        per_elem = (x_rec - x).pow(2)
+    elif kind == "l1":
+        per_elem = (x_rec - x).abs()
+    elif kind == "bernoulli":
+        p = ((x_rec + 1) / 2).clamp(1e-6, 1 - 1e-6)
+        per_elem = F.binary_cross_entropy(p, (x + 1) / 2, reduction="none")
+    else:
+        raise ValueError(f"unknown reconstruction loss {kind!r}; choose gaussian, l1 or bernoulli")
+    return per_elem.flatten(1).sum(1).mean()
+
+
+def feature_loss(features_rec: torch.Tensor, features_real: torch.Tensor) -> torch.Tensor:
+    """Larsen's Dis_l loss: sum of squared feature differences per image, batch mean.
+
+    A Gaussian log-likelihood of Dis_l(x) around Dis_l(x_rec) with identity covariance (x2).
+    The real features are a target: no gradient flows into them.
+    """
+    diff = features_rec.float() - features_real.detach().float()
+    return diff.pow(2).flatten(1).sum(1).mean()
+
+
+def d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, kind: str = "original") -> torch.Tensor:
+    """Discriminator loss; real and fake halves weigh equally whatever the batch sizes."""
+    logits_real, logits_fake = logits_real.float(), logits_fake.float()
+    if kind in ("original", "nonsaturating"):
+        return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+    if kind == "hinge":
+        return F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}; choose original, nonsaturating or hinge")
+
+
+def g_loss(logits_fake: torch.Tensor, kind: str = "original") -> torch.Tensor:
+    """Generator (decoder) adversarial loss on the discriminator's fake logits.
+
+    original: minimise log(1 - D(G(z))) (the minimax game of Goodfellow et al. and Larsen);
+    nonsaturating: minimise -log D(G(z)); hinge: minimise -logit.
+    """
+    logits_fake = logits_fake.float()
+    if kind == "original":
+        return -F.softplus(logits_fake).mean()
+    if kind == "nonsaturating":
+        return F.softplus(-logits_fake).mean()
+    if kind == "hinge":
+        return -logits_fake.mean()
+    raise ValueError(f"unknown adversarial loss {kind!r}; choose original, nonsaturating or hinge")
+
+
+def bce_real_fake(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discriminator cross-entropies on real and on fake, as Larsen's equilibrium rule reads them."""
+    return F.softplus(-logits_real.float()).mean(), F.softplus(logits_fake.float()).mean()
+
+
+def adaptive_weight(
+    rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
+    """||grad rec_loss|| / ||grad adv_loss|| at the decoder's last layer (detached, clamped).
+
+    Balances the adversarial term against the reconstruction term as in taming-transformers.
+    """
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    weight = g_rec.float().norm() / (g_adv.float().norm() + 1e-4)
+    return weight.clamp(0.0, max_weight).detach()
+
+
+def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
+    """beta, ramped linearly from 0 over the first warmup_steps steps."""
+    if warmup_steps <= 0:
+        return beta
+    return beta * min(1.0, step / warmup_steps)
+
+
+def equilibrium(bce_real: float, bce_fake: float, target: float, margin: float) -> tuple[bool, bool]:
+    """Larsen's rule: (train_discriminator, train_decoder_adversarially).
+
+    The discriminator pauses when it is winning by more than the margin, the decoder's
+    adversarial update when the discriminator is losing by more than it; never both.
+    """
+    train_dis = not (bce_real < target - margin or bce_fake < target - margin)
+    train_dec = not (bce_real > target + margin or bce_fake > target + margin)
+    if not (train_dis or train_dec):
+        return True, True
+    return train_dis, train_dec

@@ -1,0 +1,61 @@
+"""The three networks of Larsen et al. 2016 and the VAE that pairs encoder and decoder."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .decoder import Decoder
+from .discriminator import Discriminator
+from .distributions import DiagonalGaussian, standard_normal_log_prob
+from .encoder import Encoder
+
+
+class VAE(nn.Module):
+    """Encoder + decoder; the inference-side model that exports and loads."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, latent_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_dim = latent_dim
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """x: (B, 3, R, R) in [-1, 1] -> posterior over (B, latent_dim)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> (B, 3, R, R) in [-1, 1]."""
+        return self.decoder(z)
+
+    def reconstruct(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        posterior = self.encode(x)
+        return self.decode(posterior.sample() if sample else posterior.mode())
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n prior samples (n, 3, R, R) in [-1, 1]."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return self.decode(z)
+
+
+def build_encoder(cfg: ModelConfig, resolution: int) -> Encoder:
+    return Encoder(resolution, cfg.latent_dim, cfg.width, cfg.enc_fc, cfg.norm, cfg.logvar_min, cfg.logvar_max)
+
+
+def build_decoder(cfg: ModelConfig, resolution: int) -> Decoder:
+    return Decoder(resolution, cfg.latent_dim, cfg.width, cfg.norm)
+
+
+def build_discriminator(cfg: ModelConfig, resolution: int) -> Discriminator:
+    return Discriminator(resolution, cfg.width, cfg.dis_fc, cfg.norm)
+
+
+def build_vae(cfg: ModelConfig, resolution: int) -> VAE:
+    return VAE(build_encoder(cfg, resolution), build_decoder(cfg, resolution), cfg.latent_dim)
+
+
+__all__ = [
+    "VAE", "Encoder", "Decoder", "Discriminator", "DiagonalGaussian", "standard_normal_log_prob",
+    "build_encoder", "build_decoder", "build_discriminator", "build_vae",
+]

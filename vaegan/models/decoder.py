@@ -1,0 +1,49 @@
+"""Larsen et al. 2016 decoder (the GAN's generator): FC to 8x8x256, 5x5 transposed convs, tanh."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import Norm, channels, levels
+
+# Transposed-conv widths per number of stride-2 stages; 3 stages (64 px) is the paper's 256/128/32.
+DECODER_CHANNELS = {2: (256, 64), 3: (256, 128, 32), 4: (256, 128, 64, 32)}
+
+
+class Decoder(nn.Module):
+    """z: (B, latent_dim) -> images (B, 3, R, R) in [-1, 1].
+
+    ``chunks`` tells the batch norms that the batch is several sources stacked (e.g. posterior
+    and prior latents) whose statistics must stay apart.
+    """
+
+    def __init__(self, resolution: int = 64, latent_dim: int = 128, width: float = 1.0, norm: str = "batch"):
+        super().__init__()
+        widths = [channels(c, width) for c in DECODER_CHANNELS[levels(resolution)]]
+        self.base = channels(256, width)
+        self.fc = nn.Linear(latent_dim, self.base * 8 * 8, bias=norm == "none")
+        self.fc_norm = Norm(norm, self.base)
+        self.deconvs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_ch = self.base
+        for out_ch in widths:
+            self.deconvs.append(
+                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1, bias=norm == "none")
+            )
+            self.norms.append(Norm(norm, out_ch))
+            in_ch = out_ch
+        self.to_rgb = nn.Conv2d(in_ch, 3, 5, padding=2)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight the adaptive adversarial weight measures gradient norms at."""
+        return self.to_rgb.weight
+
+    def forward(self, z: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], self.base, 8, 8)
+        if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
+            h = h.contiguous(memory_format=torch.channels_last)
+        h = torch.relu(self.fc_norm(h, chunks))
+        for deconv, norm in zip(self.deconvs, self.norms):
+            h = torch.relu(norm(deconv(h), chunks))
+        return torch.tanh(self.to_rgb(h))

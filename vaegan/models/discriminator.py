@@ -1,0 +1,42 @@
+"""Larsen et al. 2016 discriminator, returning both its logit and the Dis_l feature layer."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import Norm, channels, levels
+
+# Stride-2 conv widths after the first 32-channel conv; 3 stages (64 px) is the paper's 128/256/256.
+DISCRIMINATOR_CHANNELS = {2: (128, 256), 3: (128, 256, 256), 4: (64, 128, 256, 256)}
+
+
+class Discriminator(nn.Module):
+    """x: (B, 3, R, R) in [-1, 1] -> (logits (B,), features (B, C, 8, 8)).
+
+    The features are Dis_l: the last conv's output before its norm (the 4th conv at 64 px),
+    the layer whose distance replaces pixel error as the reconstruction loss. ``chunks``
+    keeps batch-norm statistics of stacked sources (real, recon, prior) apart.
+    """
+
+    def __init__(self, resolution: int = 64, width: float = 1.0, fc: int = 512, norm: str = "batch"):
+        super().__init__()
+        first = channels(32, width)
+        self.conv_in = nn.Conv2d(3, first, 5, padding=2)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        in_ch = first
+        for out_ch in (channels(c, width) for c in DISCRIMINATOR_CHANNELS[levels(resolution)]):
+            self.convs.append(nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=2, bias=norm == "none"))
+            self.norms.append(Norm(norm, out_ch))
+            in_ch = out_ch
+        self.fc = nn.Linear(in_ch * 8 * 8, fc, bias=norm == "none")
+        self.fc_norm = Norm(norm, fc)
+        self.to_logit = nn.Linear(fc, 1)
+
+    def forward(self, x: torch.Tensor, chunks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.relu(self.conv_in(x))
+        for conv, norm in zip(self.convs, self.norms):
+            features = conv(h)
+            h = torch.relu(norm(features, chunks))
+        h = torch.relu(self.fc_norm(self.fc(h.flatten(1)), chunks))
+        return self.to_logit(h).squeeze(1), features

@@ -1,0 +1,46 @@
+"""The encoder's posterior q(z|x): a diagonal Gaussian."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class DiagonalGaussian:
+    """N(mean, diag(exp(logvar))) over latents of shape (B, D).
+
+    Statistics are kept in float32 whatever precision the encoder ran in: the KL and the
+    exponentiated log-variance are where low precision hurts.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor, logvar_min: float = -30.0, logvar_max: float = 20.0):
+        self.mean = mean.float()
+        self.logvar = logvar.float().clamp(logvar_min, logvar_max)
+        self.std = torch.exp(0.5 * self.logvar)
+
+    def sample(self, noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised sample mean + std * eps; differentiable in mean and logvar.
+
+        ``noise`` (B, D) gives eps explicitly (the trainer draws it for the global batch).
+        """
+        if noise is None:
+            noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device)
+        return self.mean + self.std * noise.float()
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self) -> torch.Tensor:
+        """KL(q || N(0, I)) per sample, summed over latent dims: (B,)."""
+        return 0.5 * torch.sum(self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar, dim=1)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z|x) per sample: (B,) for z of shape (B, D) (or (K, B, D) -> (K, B))."""
+        return -0.5 * torch.sum(
+            (z.float() - self.mean).pow(2) / self.logvar.exp() + self.logvar + math.log(2 * math.pi), dim=-1
+        )
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) summed over the last dim."""
+    return -0.5 * torch.sum(z.float().pow(2) + math.log(2 * math.pi), dim=-1)
