@@ -134,6 +134,11 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if typ is str and value is None:
         value = ""
     ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
