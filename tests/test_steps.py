@@ -1,0 +1,132 @@
+"""Who learns from what: the routing invariants peers get wrong."""
+import copy
+
+import pytest
+import torch
+
+from vaegan import losses, steps
+from vaegan.trainer import Trainer
+
+from conftest import tiny_config
+
+
+def _trainer(tmp_path, *overrides):
+    cfg = tiny_config("model.kind=vaegan", "loss.beta=0.7", "loss.gamma=0.3", "train.precision=fp32",
+                      "train.channels_last=false", *overrides)
+    return Trainer(cfg, tmp_path / "run")
+
+
+def _batch(tr):
+    return tr._prepare_batch(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
+
+
+def _grads(module):
+    return [None if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+
+def _expected(tr, nets, x, noise_state):
+    """Gradients of each network's own objective, computed independently with autograd.grad."""
+    tr.noise.set_state(noise_state)
+    b, d = x.shape[0], tr.cfg.model.latent_dim
+    eps, z_prior = tr._draw((b, d)), tr._draw((b, d))
+    fwd = steps.vaegan_forward(nets["encoder"], nets["decoder"], nets["discriminator"], x, eps, z_prior,
+                               tr.cfg.loss.fake_sources)
+    lc = tr.cfg.loss
+    kl = losses.kl_loss(fwd.posterior)
+    feat = losses.feature_loss(fwd.features_rec, fwd.features_real)
+    gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
+    dis = losses.d_loss(fwd.logits_real, fwd.logits_fake, lc.adversarial)
+    params = {k: list(v.parameters()) for k, v in nets.items()}
+    return {
+        "encoder": torch.autograd.grad(lc.beta * kl + feat, params["encoder"], retain_graph=True),
+        "decoder": torch.autograd.grad(lc.gamma * feat + gan, params["decoder"], retain_graph=True),
+        "discriminator": torch.autograd.grad(dis, params["discriminator"], retain_graph=True),
+        "encoder_if_leaking": torch.autograd.grad(lc.beta * kl + feat + gan, params["encoder"], retain_graph=True),
+    }
+
+
+@pytest.mark.parametrize("sources", ["both", "recon", "prior"])
+def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources):
+    tr = _trainer(tmp_path, f"loss.fake_sources={sources}")
+    x = _batch(tr)
+    nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
+    state = tr.noise.get_state()
+    tr.active = {}
+    tr.vaegan_step(x)
+    expected = _expected(tr, nets, x, state)
+    for name in ("encoder", "decoder", "discriminator"):
+        got = _grads(tr.nets[name])
+        for g, e in zip(got, expected[name]):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    if sources == "prior":
+        return  # the GAN term then never reaches the encoder's graph
+    # The adversarial term would change the encoder's gradient if it leaked: the check has teeth.
+    leak = expected["encoder_if_leaking"]
+    assert any(not torch.allclose(g, e, rtol=1e-3, atol=1e-5) for g, e in zip(_grads(tr.nets["encoder"]), leak))
+
+
+def test_discriminator_step_touches_only_the_discriminator(tmp_path):
+    tr = _trainer(tmp_path)
+    x = _batch(tr)
+    b, d = x.shape[0], tr.cfg.model.latent_dim
+    fwd = steps.vaegan_forward(tr.nets["encoder"], tr.nets["decoder"], tr.nets["discriminator"], x,
+                               tr._draw((b, d)), tr._draw((b, d)), "both")
+    logs = steps.discriminator_loss(fwd, tr.cfg.loss)
+    tr.active = {}
+    tr.discriminator_step(logs, train=True)
+    assert all(p.grad is None for n in ("encoder", "decoder") for p in tr.nets[n].parameters())
+    assert all(p.grad is not None for p in tr.nets["discriminator"].parameters())
+
+
+def test_each_optimizer_steps_once_per_iteration(tmp_path):
+    tr = _trainer(tmp_path, "train.max_steps=3")
+    counts = {k: 0 for k in tr.opts}
+    for name, opt in tr.opts.items():
+        inner = opt.optimizer
+        original = inner.step
+
+        def counted(*a, _name=name, _orig=original, **kw):
+            counts[_name] += 1
+            return _orig(*a, **kw)
+
+        inner.step = counted
+    before = {k: [p.detach().clone() for p in v.parameters()] for k, v in tr.nets.items()}
+    stream = iter(tr.sampler)
+    for _ in range(3):
+        tr.train_step(torch.stack([tr.dataset[i] for i in next(stream)]))
+    assert counts == {"encoder": 3, "decoder": 3, "discriminator": 3}
+    for name, net in tr.nets.items():  # and every network actually moved
+        assert any(not torch.equal(a, p) for a, p in zip(before[name], net.parameters())), name
+
+
+def test_equilibrium_pauses_the_discriminator(tmp_path):
+    # A margin of -1 around a target of 10 makes the discriminator "winning" on every batch.
+    tr = _trainer(tmp_path, "loss.equilibrium=true", "loss.equilibrium_target=10.0", "loss.equilibrium_margin=0.1")
+    d_before = [p.detach().clone() for p in tr.nets["discriminator"].parameters()]
+    logs = tr.train_step(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
+    assert logs["train/dis_updated"] == 0.0
+    assert all(torch.equal(a, p) for a, p in zip(d_before, tr.nets["discriminator"].parameters()))
+
+
+def test_adversarial_term_off_before_start_step(tmp_path):
+    tr = _trainer(tmp_path, "loss.adv_start_step=5")
+    logs = tr.train_step(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
+    assert logs["weight/adv"] == 0.0 and logs["train/dis_updated"] == 1.0
+
+
+def test_adaptive_weight_is_the_gradient_norm_ratio(tmp_path):
+    tr = _trainer(tmp_path, "loss.adaptive_weight=true")
+    logs = tr.train_step(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
+    assert 0.0 < logs["weight/adv"] < tr.cfg.loss.adaptive_weight_max
+    w = torch.randn(3, requires_grad=True)
+    assert losses.adaptive_weight((w * 4).sum(), (w * 2).sum(), w).item() == pytest.approx(2.0, rel=1e-3)
+
+
+def test_vae_step_trains_encoder_and_decoder_on_pixels(tmp_path):
+    tr = Trainer(tiny_config("model.kind=vae", "train.precision=fp32"), tmp_path / "run")
+    assert set(tr.nets) == {"encoder", "decoder"}
+    x = _batch(tr)
+    tr.active = {}
+    logs = tr.vae_step(x)
+    assert logs["loss/total"].item() == pytest.approx(logs["loss/recon"].item() + logs["loss/kl"].item(), rel=1e-5)
+    assert all(p.grad is not None for n in tr.nets for p in tr.nets[n].parameters())
