@@ -46,8 +46,10 @@ class Trainer:
             raise ValueError("train.precision=fp16 needs a CUDA GPU (fp16 autocast does nothing on CPU); use bf16")
         torch.manual_seed(t.seed)
         random.seed(t.seed)
+        # Autocast and loss scaling are ours, not Accelerate's: its scaler updates after every
+        # optimizer's step, which is wrong with three optimizers, and its precision is a
+        # process-wide singleton that would pin every later Trainer in the process.
         self.accelerator = Accelerator(
-            mixed_precision={"fp32": "no"}.get(t.precision, t.precision),
             gradient_accumulation_steps=t.grad_accum_steps,
             log_with="tensorboard" if t.tensorboard else None,
             project_dir=str(self.run_dir),
@@ -55,6 +57,9 @@ class Trainer:
         )
         acc = self.accelerator
         self.device = acc.device
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+        self.autocast = lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+        self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.is_gan = cfg.model.kind == "vaegan"
         micro = acc.num_processes * t.grad_accum_steps
         if t.batch_size % micro:
@@ -114,16 +119,21 @@ class Trainer:
         return x.contiguous(memory_format=self.memory_format)
 
     def _backward(self, loss: torch.Tensor, net: str | None = None, retain: bool = False) -> None:
+        """Backward of ``loss`` into one network's parameters only (all when net is None)."""
         inputs = list(self.nets[net].parameters()) if net else None
-        self.accelerator.backward(loss, inputs=inputs, retain_graph=retain)
+        loss = loss / self.cfg.train.grad_accum_steps
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        loss.backward(inputs=inputs, retain_graph=retain)
 
     def vae_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL."""
         b, d = x.shape[0], self.cfg.model.latent_dim
         kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
-        posterior = self.nets["encoder"](x)
-        x_rec = self.nets["decoder"](posterior.sample(self._draw((b, d))))
-        logs = steps.vae_losses(posterior, x_rec, x, self.cfg.loss, kl_w)
+        with self.autocast():
+            posterior = self.nets["encoder"](x)
+            x_rec = self.nets["decoder"](posterior.sample(self._draw((b, d))))
+            logs = steps.vae_losses(posterior, x_rec, x, self.cfg.loss, kl_w)
         if self._all_finite(logs):
             self._backward(logs["loss/total"])
         return logs
@@ -131,11 +141,12 @@ class Trainer:
     def vaegan_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Larsen VAE-GAN: one forward, then the discriminator and generator steps."""
         b, d = x.shape[0], self.cfg.model.latent_dim
-        fwd = steps.vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"],
-                                   x, self._draw((b, d)), self._draw((b, d)), self.cfg.loss.fake_sources)
-        logs = steps.discriminator_loss(fwd, self.cfg.loss)
         kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
-        logs.update(steps.generator_losses(fwd, self.cfg.loss, kl_w))
+        with self.autocast():
+            fwd = steps.vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"],
+                                       x, self._draw((b, d)), self._draw((b, d)), self.cfg.loss.fake_sources)
+            logs = steps.discriminator_loss(fwd, self.cfg.loss)
+            logs.update(steps.generator_losses(fwd, self.cfg.loss, kl_w))
         if not self._all_finite(logs):
             return logs
         train_dis, adv_on = self._balance(logs)
@@ -187,8 +198,7 @@ class Trainer:
 
     def _optimizer_step(self) -> dict[str, torch.Tensor]:
         """Step every active optimizer once; with fp16, unscale all before one scaler update."""
-        acc, clip = self.accelerator, self.cfg.optim.grad_clip
-        scaler = acc.scaler
+        clip, scaler = self.cfg.optim.grad_clip, self.scaler
         norms = {}
         for name, opt in self.opts.items():
             if scaler is not None:
@@ -245,8 +255,8 @@ class Trainer:
         }
         if self.ema is not None:
             state["ema"] = self.ema.state_dict()
-        if acc.scaler is not None:
-            state["scaler"] = acc.scaler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
         return state
@@ -258,8 +268,8 @@ class Trainer:
             self.opts[k].optimizer.load_state_dict(state["optimizers"][k])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
-        if acc.scaler is not None and "scaler" in state:
-            acc.scaler.load_state_dict(state["scaler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         py = state["rng"]["python"]

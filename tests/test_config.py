@@ -1,0 +1,78 @@
+import pytest
+
+from vaegan.config import Config, ConfigError, from_dict, load_config, parse_override
+
+
+def test_defaults_are_larsens_recipe():
+    cfg = Config()
+    assert (cfg.model.latent_dim, cfg.model.enc_fc, cfg.model.dis_fc) == (128, 1024, 512)
+    assert cfg.optim.name == "rmsprop" and cfg.loss.fake_sources == "both"
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text("model:\n  latent_dim: 64\nloss:\n  gamma: 0.5\n")
+    cfg = load_config(f, ["loss.gamma=1e-3", "train.precision=bf16", "data.hflip=true"])
+    assert cfg.model.latent_dim == 64 and cfg.loss.gamma == 0.001
+    assert cfg.train.precision == "bf16" and cfg.data.hflip is True
+    assert cfg.train.run_name == "exp"
+
+
+def test_unknown_key_names_it_and_lists_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["loss.gama=1"])
+    assert "loss.gama" in str(e.value) and "gamma" in str(e.value) and "beta" in str(e.value)
+
+
+def test_unknown_section():
+    with pytest.raises(ConfigError, match="unknown section 'optimiser'.*optim"):
+        load_config(None, ["optimiser.lr=1"])
+
+
+def test_bad_type_and_bad_choice():
+    with pytest.raises(ConfigError, match="train.max_steps.*expected int.*'many'"):
+        load_config(None, ["train.max_steps=many"])
+    with pytest.raises(ConfigError, match=r"loss.adversarial.*'wgan'.*\['original', 'nonsaturating', 'hinge'\]"):
+        load_config(None, ["loss.adversarial=wgan"])
+    with pytest.raises(ConfigError, match="train.batch_size.*> 0"):
+        load_config(None, ["train.batch_size=0"])
+
+
+def test_bad_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+    bad.write_text("model:\n  nonsense: 1\n")
+    with pytest.raises(ConfigError, match=str(bad)):
+        load_config(bad)
+
+
+def test_override_syntax():
+    assert parse_override("model.width=0.5") == {"model": {"width": 0.5}}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("width=0.5")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("model.width")
+
+
+def test_round_trip_through_dict():
+    cfg = load_config(None, ["model.kind=vae", "loss.recon=l1"])
+    assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_celeba_needs_a_root():
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config(None, ["data.dataset=celeba"])
+
+
+@pytest.mark.parametrize("name", ["celeba64_vaegan", "celeba64_vae", "quickstart_vaegan", "quickstart_vae"])
+def test_presets_load(name):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    overrides = ["data.root=/some/celeba"] if name.startswith("celeba") else []
+    cfg = load_config(path, overrides)
+    assert cfg.model.kind == ("vae" if name.endswith("_vae") else "vaegan")
