@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
 
 from . import losses, steps
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -53,7 +52,6 @@ class Trainer:
             gradient_accumulation_steps=t.grad_accum_steps,
             log_with="tensorboard" if t.tensorboard else None,
             project_dir=str(self.run_dir),
-            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         )
         acc = self.accelerator
         self.device = acc.device
@@ -364,7 +362,10 @@ class Trainer:
                     progress.update(1)
                 if t.sample_every_steps and self.step % t.sample_every_steps == 0 and main:
                     self.write_grids(f"step-{self.step:08d}")
-                if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
+                if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0 \
+                        and not self.nonfinite_in_a_row:  # never checkpoint inside a non-finite streak
+                    if main:
+                        log_file.flush()  # the log is complete up to every checkpoint
                     self.save()
         finally:
             if progress is not None:

@@ -56,6 +56,8 @@ def batches(dataset: Dataset, sampler: GlobalBatchSampler, num_workers: int = 0)
         for idx in sampler:
             yield dataset.get_batch(idx)
         return
+    # Its own generator: creating the iterator then leaves the global RNG alone (exact resume).
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_stack,
+                        generator=torch.Generator().manual_seed(sampler.seed),
                         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
     yield from loader

@@ -1,0 +1,209 @@
+"""Tests of vaegan.export and vaegan.pretrained: export folders, loading from runs/checkpoints/exports."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import vaegan
+from vaegan.checkpoint import load_checkpoint, resolve_checkpoint
+from vaegan.cli import main
+from vaegan.export import export_model
+from vaegan.pretrained import load_pretrained, strip_wrappers
+
+
+@pytest.fixture(scope="module")
+def exported(trained_vaegan_run, tmp_path_factory) -> Path:
+    return export_model(trained_vaegan_run, tmp_path_factory.mktemp("export") / "model", with_discriminator=True)
+
+
+def _z(n: int = 8, d: int = 32) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(1))
+
+
+def _images(n: int = 8) -> torch.Tensor:
+    from vaegan.data import Faces
+
+    faces = Faces(n, 32, split="val")
+    return torch.stack([faces[i] for i in range(n)])
+
+
+def _copy_export(src: Path, dst: Path, tensors: dict | None = None, config: dict | None = None) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(tensors if tensors is not None else load_file(src / "model.safetensors"), dst / "model.safetensors")
+    text = json.dumps(config) if config is not None else (src / "config.json").read_text()
+    (dst / "config.json").write_text(text)
+    return dst
+
+
+@torch.no_grad()
+def test_export_and_run_give_identical_outputs(trained_vaegan_run, exported):
+    from vaegan.io import to_float
+
+    run = load_pretrained(trained_vaegan_run, with_discriminator=True)
+    exp = load_pretrained(exported, with_discriminator=True)
+    z, x = _z(), to_float(_images())
+    assert torch.equal(run.vae.decode(z), exp.vae.decode(z))
+    assert torch.equal(run.vae.encode(x).mean, exp.vae.encode(x).mean)
+    assert torch.equal(run.vae.encode(x).logvar, exp.vae.encode(x).logvar)
+    assert torch.equal(run.discriminator(x)[1], exp.discriminator(x)[1])
+    assert exp.config.to_dict() == run.config.to_dict()
+    assert exp.info["format"] == "export" and exp.info["weights"] == "ema"
+
+
+def test_export_holds_the_ema_weights_without_wrapper_prefixes(trained_vaegan_run, exported):
+    _, state = load_checkpoint(trained_vaegan_run)
+    tensors = load_file(exported / "model.safetensors")
+    assert not [k for k in tensors if "module." in k or "_orig_mod" in k]
+    assert {k.split(".")[0] for k in tensors} == {"encoder", "decoder", "discriminator"}
+    ema, raw = state["ema"]["encoder"]["fc.weight"], state["models"]["encoder"]["fc.weight"]
+    assert not torch.equal(ema, raw)  # the run's EMA differs from its raw weights, so the check below means something
+    assert torch.equal(tensors["encoder.fc.weight"], ema)
+    assert torch.equal(tensors["discriminator.fc.weight"], state["models"]["discriminator"]["fc.weight"])
+    assert json.loads((exported / "config.json").read_text()) == state["config"]
+
+
+def test_export_without_discriminator_and_raw_weights(trained_vaegan_run, tmp_path):
+    out = export_model(trained_vaegan_run, tmp_path / "e", use_ema=False)
+    tensors = load_file(out / "model.safetensors")
+    assert not any(k.startswith("discriminator.") for k in tensors)
+    _, state = load_checkpoint(trained_vaegan_run)
+    assert torch.equal(tensors["encoder.fc.weight"], state["models"]["encoder"]["fc.weight"])
+    with pytest.raises(ValueError, match="no discriminator.*--with-discriminator"):
+        load_pretrained(out, with_discriminator=True)
+    assert load_pretrained(out, with_discriminator=None).discriminator is None
+
+
+def test_vae_run_has_no_discriminator_to_export(tmp_path):
+    from conftest import tiny_config
+    from vaegan.checkpoint import save_checkpoint
+    from vaegan.models import build_vae
+
+    cfg = tiny_config("model.kind=vae")
+    vae = build_vae(cfg.model, cfg.data.resolution)
+    state = {"config": cfg.to_dict(), "step": 0,
+             "models": {"encoder": vae.encoder.state_dict(), "decoder": vae.decoder.state_dict()}}
+    save_checkpoint(tmp_path / "run", 0, state)
+    with pytest.raises(ValueError, match="holds no discriminator.*'vae'"):
+        export_model(tmp_path / "run", tmp_path / "e", with_discriminator=True)
+    assert load_pretrained(export_model(tmp_path / "run", tmp_path / "e")).info["weights"] == "raw"
+
+
+def test_loads_run_checkpoint_export_and_weights_file(trained_vaegan_run, exported):
+    z = _z()
+    ref = load_pretrained(exported).vae.decode(z)
+    for path in (trained_vaegan_run, resolve_checkpoint(trained_vaegan_run), exported / "model.safetensors"):
+        assert torch.equal(load_pretrained(path).vae.decode(z), ref), path
+    vae, cfg, dis = vaegan.pretrained.load_from_checkpoint(exported, with_discriminator=True)
+    assert dis is not None and cfg.model.latent_dim == 32 and not vae.training
+
+
+def test_wrapper_prefixes_are_stripped_on_load(exported, tmp_path):
+    tensors = load_file(exported / "model.safetensors")
+    wrapped = {k.replace("encoder.", "encoder._orig_mod.").replace("decoder.", "module.decoder."): v
+               for k, v in tensors.items()}
+    assert strip_wrappers(wrapped).keys() == tensors.keys()
+    folder = _copy_export(exported, tmp_path / "wrapped", wrapped)
+    z = _z()
+    assert torch.equal(load_pretrained(folder).vae.decode(z), load_pretrained(exported).vae.decode(z))
+
+
+def test_loading_uses_no_pickle(trained_vaegan_run, exported, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used while loading")
+
+    for module, name in ((torch, "load"), (pickle, "load"), (pickle, "loads"), (pickle, "Unpickler")):
+        monkeypatch.setattr(module, name, refuse)
+    load_pretrained(exported, with_discriminator=True)
+    load_pretrained(trained_vaegan_run, with_discriminator=True)
+
+
+def test_loading_an_export_imports_no_training_code(exported):
+    code = ("import sys, vaegan; vaegan.load_pretrained(sys.argv[1], with_discriminator=True); "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'accelerate' or m in "
+            "('vaegan.trainer', 'vaegan.steps', 'vaegan.losses', 'vaegan.ema')]; print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code, str(exported)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_truncated_file_is_a_clear_error(exported, tmp_path):
+    folder = _copy_export(exported, tmp_path / "t")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors file.*truncated"):
+        load_pretrained(folder)
+
+
+def test_non_safetensors_file_is_a_clear_error(exported, tmp_path):
+    folder = _copy_export(exported, tmp_path / "n")
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"encoder.fc.weight": [1.0]}))
+    with pytest.raises(ValueError, match=r"n/model\.safetensors is not a readable safetensors file"):
+        load_pretrained(folder)
+
+
+def test_other_latent_dim_names_the_tensor_and_shapes(exported, tmp_path):
+    config = json.loads((exported / "config.json").read_text())
+    config["model"]["latent_dim"] = 16
+    folder = _copy_export(exported, tmp_path / "m", config=config)
+    with pytest.raises(ValueError) as err:
+        load_pretrained(folder)
+    message = str(err.value)
+    assert "model.safetensors" in message and "'to_stats.weight'" in message
+    assert "(64, 128)" in message and "(32, 128)" in message and "config.json" in message
+
+
+def test_missing_and_unexpected_tensors_are_named(exported, tmp_path):
+    tensors = load_file(exported / "model.safetensors")
+    missing = {k: v for k, v in tensors.items() if k != "decoder.to_rgb.bias"}
+    with pytest.raises(ValueError, match=r"decoder\.\*\): tensor 'to_rgb\.bias' is missing \(expected shape \(3,\)"):
+        load_pretrained(_copy_export(exported, tmp_path / "a", missing))
+    extra = {**tensors, "encoder.extra.weight": torch.zeros(2)}
+    with pytest.raises(ValueError, match="unexpected tensor 'extra.weight'"):
+        load_pretrained(_copy_export(exported, tmp_path / "b", extra))
+    stranger = {**tensors, "generator.fc.weight": torch.zeros(2)}
+    with pytest.raises(ValueError, match="unexpected tensor 'generator.fc.weight'"):
+        load_pretrained(_copy_export(exported, tmp_path / "c", stranger))
+
+
+def test_export_folder_without_config_is_named(exported, tmp_path):
+    folder = _copy_export(exported, tmp_path / "nc")
+    (folder / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"nc/config\.json"):
+        load_pretrained(folder)
+
+
+def test_failed_export_leaves_the_previous_one(exported, tmp_path, monkeypatch, trained_vaegan_run):
+    folder = _copy_export(exported, tmp_path / "keep")
+    before = (folder / "model.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("vaegan.tensorfile.save", broken)
+    with pytest.raises(OSError):
+        export_model(trained_vaegan_run, folder)
+    assert (folder / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_cli_export_then_sample_from_it(trained_vaegan_run, tmp_path):
+    out = tmp_path / "exp"
+    assert main(["export", "--checkpoint", str(trained_vaegan_run), "--out", str(out), "--with-discriminator"]) == 0
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json"}
+    assert any(k.startswith("discriminator.") for k in load_file(out / "model.safetensors"))
+    assert main(["sample", "--checkpoint", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", "--checkpoint", str(trained_vaegan_run), "--n", "4", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes() == (tmp_path / "r.png").read_bytes()
+
+
+def test_cli_reports_a_corrupt_export(exported, tmp_path, capsys):
+    folder = _copy_export(exported, tmp_path / "bad")
+    (folder / "model.safetensors").write_bytes(b"hello")
+    assert main(["sample", "--checkpoint", str(folder), "--n", "1", "--out", str(tmp_path / "s.png")]) == 2
+    assert "bad/model.safetensors is not a readable safetensors file" in capsys.readouterr().err

@@ -1,0 +1,356 @@
+"""Tests of the tools that use a trained model: generation, compression, anomaly scores, attribute vectors."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vaegan
+from vaegan.anomaly import anomaly_scores, auroc
+from vaegan.cli import main
+from vaegan.data import Faces
+from vaegan.generate import interpolate, lerp, reconstruct, slerp, variations
+from vaegan.inputs import read_split
+from vaegan.io import list_images, load_image, pil_to_uint8, save_image
+from vaegan.latents import decode_latents, decode_to_files, encode_images, encode_to_file, load_latents
+from vaegan.metrics import psnr
+from vaegan.pretrained import load_pretrained
+
+SHARED_CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba-subset"
+
+
+@pytest.fixture(scope="module")
+def vaegan_model(trained_vaegan_run):
+    return load_pretrained(trained_vaegan_run, with_discriminator=True)
+
+
+@pytest.fixture(scope="module")
+def vae_model(trained_vae_run):
+    return load_pretrained(trained_vae_run)
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory) -> Path:
+    """Six held-out faces as 40 px PNGs (the tools resize them to the model's 32 px)."""
+    root = tmp_path_factory.mktemp("faces")
+    faces = Faces(6, 40, split="test")
+    for i in range(6):
+        save_image(faces[i], root / f"face{i}.png")
+    return root
+
+
+def _png(path: Path) -> torch.Tensor:
+    return pil_to_uint8(load_image(path))
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float rounding: CPU kernels may round differently for other batch sizes."""
+    diff = (a.int() - b.int()).abs()
+    return diff.max().item() <= 1 and (diff > 0).float().mean().item() < 0.01
+
+
+def _val_faces(cfg, n: int) -> torch.Tensor:
+    return read_split("val", cfg, limit=n).images
+
+
+# Generation and morphing.
+
+def test_interpolation_endpoints_are_the_reconstructions(vaegan_model):
+    vae, cfg = vaegan_model.vae, vaegan_model.config
+    a, b = _val_faces(cfg, 2)
+    rec = reconstruct(vae, torch.stack([a, b]))
+    for mode in ("linear", "slerp"):
+        strip = interpolate(vae, a, b, steps=6, mode=mode)
+        assert strip.shape == (6, 3, 32, 32) and strip.dtype == torch.uint8
+        assert _same(strip[0], rec[0]) and _same(strip[-1], rec[1])
+        assert not _same(strip[2], strip[0]) and not _same(strip[2], strip[-1])
+    with pytest.raises(ValueError, match="--steps"):
+        interpolate(vae, a, b, steps=1)
+
+
+def test_slerp_follows_the_great_circle_with_linear_norm():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(64, generator=gen), torch.randn(64, generator=gen)
+    b_same = b * (a.norm() / b.norm())
+    t = torch.linspace(0, 1, 9)
+    path = slerp(a, b_same, t)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(9), rtol=1e-5)  # stays on the sphere
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b_same, atol=1e-5)
+    theta = torch.arccos(torch.dot(a, b) / (a.norm() * b.norm()))
+    angles = torch.arccos((path @ a / (path.norm(dim=1) * a.norm())).clamp(-1, 1))
+    assert torch.allclose(angles, t * theta, atol=1e-3)  # constant angular speed
+    # Unequal norms: the norm moves linearly, the direction still along the great circle.
+    path = slerp(a, 3 * b, t)
+    assert torch.allclose(path.norm(dim=1), (1 - t) * a.norm() + t * 3 * b.norm(), rtol=1e-5)
+    # The straight line cuts inside the sphere.
+    assert lerp(a, b_same, t)[4].norm() < 0.9 * a.norm()
+    parallel = slerp(a, 2 * a, t)  # degenerate angle: falls back to a straight line
+    assert torch.isfinite(parallel).all() and torch.allclose(parallel[4], 1.5 * a, rtol=1e-5)
+
+
+def test_variations_are_posterior_samples(vaegan_model):
+    vae, cfg = vaegan_model.vae, vaegan_model.config
+    x = _val_faces(cfg, 1)[0]
+    assert _same(variations(vae, x, n=3, scale=0.0), reconstruct(vae, x[None]).expand(3, -1, -1, -1))
+    out = variations(vae, x, n=4, scale=2.0, seed=1)
+    assert not _same(out[0], out[1])
+    assert torch.equal(out, variations(vae, x, n=4, scale=2.0, seed=1))
+
+
+def test_cli_reconstruct_grid_and_folder(trained_vaegan_run, face_folder, tmp_path, vaegan_model):
+    grid = tmp_path / "rec.png"
+    assert main(["reconstruct", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder),
+                 "--out", str(grid)]) == 0
+    assert Image.open(grid).size == (4 * 34 + 2, 3 * 34 + 2)  # 6 pairs, two pairs a row
+    folder = tmp_path / "recs"
+    assert main(["reconstruct", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder),
+                 "--out", str(folder), "--limit", "4"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == [f"face{i}.png" for i in range(4)]
+    inputs = vaegan.read_images(face_folder, vaegan_model.config, limit=4).images
+    assert torch.equal(_png(folder / "face2.png"), reconstruct(vaegan_model.vae, inputs)[2])
+
+
+def test_cli_interpolate_strip(trained_vaegan_run, face_folder, tmp_path, vaegan_model):
+    out = tmp_path / "strip.png"
+    assert main(["interpolate", "--checkpoint", str(trained_vaegan_run), "--a", str(face_folder / "face0.png"),
+                 "--b", str(face_folder / "face1.png"), "--steps", "5", "--mode", "slerp", "--out", str(out)]) == 0
+    strip = _png(out)
+    assert strip.shape == (3, 36, 7 * 34 + 2)  # original a, 5 steps, original b
+    inputs = vaegan.read_images(face_folder, vaegan_model.config, limit=2).images
+    assert _same(strip[:, 2:34, 2 + 34 : 34 + 34], reconstruct(vaegan_model.vae, inputs)[0])
+    assert torch.equal(strip[:, 2:34, 2:34], inputs[0])
+
+
+def test_cli_variations_grid(trained_vaegan_run, face_folder, tmp_path):
+    out = tmp_path / "var.png"
+    assert main(["variations", "--checkpoint", str(trained_vaegan_run), "--image", str(face_folder / "face3.png"),
+                 "--n", "5", "--scale", "2", "--out", str(out)]) == 0
+    assert Image.open(out).size == (7 * 34 + 2, 36)
+
+
+# Compression.
+
+def test_encode_decode_round_trip_equals_reconstruct(trained_vaegan_run, face_folder, tmp_path, vaegan_model):
+    vae, cfg = vaegan_model.vae, vaegan_model.config
+    images = vaegan.read_images(face_folder, cfg).images
+    report = encode_to_file(trained_vaegan_run, face_folder, tmp_path / "z32.safetensors")
+    z, names, meta = load_latents(tmp_path / "z32.safetensors")
+    assert names == [f"face{i}.png" for i in range(6)] and z.dtype == torch.float32 and z.shape == (6, 32)
+    assert torch.equal(decode_latents(vae, z), reconstruct(vae, images))
+    assert meta["resolution"] == "32" and meta["latent_dim"] == "32"
+    assert report["raw_pixel_bytes_per_image"] == 3 * 32 * 32
+    assert report["latent_bytes_per_image"] == (tmp_path / "z32.safetensors").stat().st_size / 6
+    assert report["source_bytes_per_image"] == sum(p.stat().st_size for p in face_folder.iterdir()) / 6
+    # float16 storage: half the tensor bytes, decodings close to the float32 ones.
+    half = encode_to_file(trained_vaegan_run, face_folder, tmp_path / "z16.safetensors", fp16=True)
+    z16, _, _ = load_latents(tmp_path / "z16.safetensors")
+    assert z16.dtype == torch.float16 and half["latent_bytes_per_image"] < report["latent_bytes_per_image"]
+    close = psnr(decode_latents(vae, z16), decode_latents(vae, z))
+    assert close > 35.0
+    assert abs(half["psnr"] - report["psnr"]) < 0.2 and 5.0 < report["psnr"] < 60.0
+
+
+def test_cli_encode_decode(trained_vaegan_run, face_folder, tmp_path, capsys, vaegan_model):
+    latents = tmp_path / "z.safetensors"
+    assert main(["encode", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder),
+                 "--out", str(latents), "--fp16"]) == 0
+    printed = capsys.readouterr().out
+    assert "bytes per image" in printed and "source files" in printed and "PSNR" in printed
+    out = tmp_path / "decoded"
+    assert main(["decode", str(latents), "--checkpoint", str(trained_vaegan_run), "--out", str(out),
+                 "--images", str(face_folder)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"face{i}.png" for i in range(6)]
+    assert "PSNR" in capsys.readouterr().out
+    z, _, _ = load_latents(latents)
+    assert torch.equal(_png(out / "face4.png"), decode_latents(vaegan_model.vae, z)[4])
+
+
+def test_decode_refuses_latents_of_another_model(trained_vaegan_run, tmp_path):
+    vaegan.save_latents(tmp_path / "z.safetensors", torch.zeros(2, 7), ["a.png", "b.png"], 32)
+    with pytest.raises(ValueError, match="7-d latents"):
+        decode_to_files(tmp_path / "z.safetensors", trained_vaegan_run, tmp_path / "o")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    assert main(["decode", str(tmp_path / "junk.safetensors"), "--checkpoint", str(trained_vaegan_run),
+                 "--out", str(tmp_path / "o")]) == 2
+
+
+# Anomaly detection.
+
+def test_auroc_matches_brute_force_with_ties():
+    rng = np.random.default_rng(0)
+    for n in (2, 5, 30, 101):
+        scores = rng.integers(0, 6, n).astype(float)  # many ties
+        labels = rng.integers(0, 2, n)
+        labels[0], labels[1] = 0, 1
+        pos, neg = scores[labels == 1], scores[labels == 0]
+        brute = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p, q in itertools.product(pos, neg))
+        assert auroc(scores, labels) == pytest.approx(brute / (len(pos) * len(neg)), abs=1e-12)
+    assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+    assert auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+    assert auroc([7, 7, 7], [0, 1, 0]) == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        auroc([1, 2], [1, 1])
+
+
+def _non_faces(faces: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+    """Images that are not built-in faces, each kind (n, 3, 32, 32) uint8."""
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    ramp = torch.linspace(0, 1, 32)
+    angle = torch.rand(n, generator=gen)[:, None, None] * 2 * math.pi
+    t = (torch.cos(angle) * ramp[None, None, :] + torch.sin(angle) * ramp[None, :, None]) / 2 + 0.5
+    c0, c1 = torch.rand(n, 3, 1, 1, generator=gen), torch.rand(n, 3, 1, 1, generator=gen)
+    gradients = ((1 - t[:, None]) * c0 + t[:, None] * c1).mul(255).round().to(torch.uint8)
+    perm = torch.randperm(32 * 32, generator=gen)
+    shuffled = faces[:n].flatten(2)[:, :, perm].view(n, 3, 32, 32)
+    kinds = {"noise": noise, "gradients": gradients, "shuffled": shuffled}
+    if (SHARED_CELEBA / "img_align_celeba").is_dir():
+        from vaegan.inputs import ImageList
+
+        files = sorted((SHARED_CELEBA / "img_align_celeba").glob("*.jpg"))[:n]
+        reader = ImageList(files, 32)
+        kinds["celeba"] = torch.stack([reader.read(i) for i in range(len(files))])
+    return kinds
+
+
+def test_anomaly_scores_separate_faces_from_non_faces(vae_model):
+    vae, cfg = vae_model.vae, vae_model.config
+    faces = _val_faces(cfg, 96)
+    others = _non_faces(faces[64:], 24)
+    normal = anomaly_scores(vae, faces[:64], iw_samples=8)
+    results = {}
+    for kind, images in others.items():
+        odd = anomaly_scores(vae, images, iw_samples=8)
+        labels = [0] * 64 + [1] * len(images)
+        results[kind] = {k: auroc(torch.cat([normal[k], odd[k]]), labels) for k in normal}
+    print("AUROC faces (val) vs non-faces:", json.dumps(results, indent=1))
+    pooled = {k: auroc(torch.cat([normal[k], *(anomaly_scores(vae, v, iw_samples=8)[k] for v in others.values())]),
+                       [0] * 64 + [1] * sum(len(v) for v in others.values())) for k in normal}
+    print("pooled:", pooled)
+    assert pooled["neg_elbo"] > 0.9 and pooled["neg_iw_elbo"] > 0.9
+    assert min(r["neg_elbo"] for r in results.values()) > 0.8
+
+
+def test_importance_weighted_bound_is_tighter(vae_model):
+    vae, cfg = vae_model.vae, vae_model.config
+    faces = _val_faces(cfg, 32)
+    one = anomaly_scores(vae, faces, iw_samples=1, elbo_samples=4, seed=1)
+    many = anomaly_scores(vae, faces, iw_samples=32, seed=2)
+    # One importance sample is an unbiased estimate of the negative ELBO (SSE + KL) ...
+    assert one["neg_iw_elbo"].mean() == pytest.approx(one["neg_elbo"].mean().item(), rel=0.05)
+    # ... and more samples give a tighter (lower) bound on -log p(x).
+    assert many["neg_iw_elbo"].mean() < one["neg_iw_elbo"].mean()
+    assert torch.all(one["pixel_error"] < one["neg_elbo"])  # the KL is positive, sampling adds error
+
+
+def test_cli_anomaly_with_anomaly_folder_and_calibration(trained_vaegan_run, face_folder, tmp_path, capsys):
+    odd = tmp_path / "odd"
+    for i, image in enumerate(torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(3),
+                                            dtype=torch.uint8)):
+        save_image(image, odd / f"noise{i}.png")
+    out = tmp_path / "scores.csv"
+    assert main(["anomaly", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder),
+                 "--anomalies", str(odd), "--calibrate", str(face_folder), "--percentile", "50",
+                 "--iw-samples", "2", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert list(rows[0]) == ["file", "label", "pixel_error", "feature_error", "neg_elbo", "neg_iw_elbo", "anomalous"]
+    assert [r["label"] for r in rows] == ["0"] * 6 + ["1"] * 3
+    normal = sorted(float(r["neg_elbo"]) for r in rows[:6])
+    threshold = float(np.percentile(normal, 50))
+    assert [r["anomalous"] for r in rows] == [str(int(float(r["neg_elbo"]) > threshold)) for r in rows]
+    assert sum(int(r["anomalous"]) for r in rows[:6]) == 3
+    printed = capsys.readouterr().out
+    assert "AUROC neg_elbo" in printed and "AUROC feature_error" in printed and "threshold" in printed
+
+
+def test_cli_anomaly_with_labels_and_threshold(trained_vaegan_run, face_folder, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"face{i}.png,{int(i >= 4)}\n" for i in range(6)))
+    out = tmp_path / "scores.csv"
+    assert main(["anomaly", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder), "--labels",
+                 str(labels), "--threshold", "1e9", "--score", "pixel_error", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert [r["label"] for r in rows] == ["0"] * 4 + ["1"] * 2 and all(r["anomalous"] == "0" for r in rows)
+    assert "AUROC pixel_error" in capsys.readouterr().out
+    labels.write_text("file,label\nface0.png,1\n")
+    assert main(["anomaly", "--checkpoint", str(trained_vaegan_run), "--images", str(face_folder), "--labels",
+                 str(labels), "--out", str(out)]) == 2
+
+
+# Latent attribute vectors.
+
+def _ridge_smile(n: int = 3000, resolution: int = 32, lam: float = 30.0):
+    """Ridge regression of the faces' ground-truth ``smiling`` on pixels: images uint8 -> predicted smile."""
+    faces = Faces(n, resolution, split="train", seed=7)
+    x = torch.stack([faces[i] for i in range(n)]).flatten(1).double() / 255
+    y = faces.attribute("smiling").double()
+    mean_x, mean_y = x.mean(0), y.mean()
+    xc = x - mean_x
+    w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(x.shape[1], dtype=torch.float64), xc.T @ (y - mean_y))
+    return lambda images: ((images.flatten(1).double() / 255 - mean_x) @ w + mean_y)
+
+
+def test_adding_the_smile_vector_makes_faces_smile(vae_model):
+    vae, cfg = vae_model.vae, vae_model.config
+    data, labels = vaegan.labelled_images(cfg, "smiling", limit=1500)
+    assert set(labels.tolist()) == {-1.0, 1.0}
+    vector = vaegan.attribute_vector(vae, data.images, labels)
+    predict = _ridge_smile()
+    # Held-out faces that do not smile; the measure must read smiles on decoder outputs too.
+    val = read_split("val", cfg, limit=200)
+    truth = val.dataset.attribute("smiling")[:200]
+    recs = reconstruct(vae, val.images)
+    corr = np.corrcoef(predict(recs).numpy(), truth.numpy())[0, 1]
+    frowning = truth < 0
+    edited = vaegan.edit_attribute(vae, val.images[frowning], vector, alpha=1.5)
+    lowered = vaegan.edit_attribute(vae, val.images[frowning], vector, alpha=-1.5)
+    base = predict(recs[frowning]).mean().item()
+    margin = predict(edited).mean().item() - base
+    print(f"smile measure: corr(pred on reconstructions, truth) {corr:.3f}; reconstructions {base:.3f}, "
+          f"+1.5 vector {base + margin:.3f} (margin {margin:.3f}), -1.5 vector {predict(lowered).mean().item():.3f}")
+    assert corr > 0.5
+    assert margin > 0.25
+    assert predict(lowered).mean().item() < base
+
+
+def test_cli_attribute_on_the_models_dataset_and_saved_vector(trained_vaegan_run, face_folder, tmp_path, capsys):
+    out, vec = tmp_path / "edit.png", tmp_path / "smile.safetensors"
+    assert main(["attribute", "--checkpoint", str(trained_vaegan_run), "--attr", "Smiling", "--limit", "200",
+                 "--alpha", "1", "2", "--n", "5", "--out", str(out), "--save-vector", str(vec)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["positives"] + summary["negatives"] == 200 and min(summary["positives"], summary["negatives"]) > 50
+    assert Image.open(out).size == (5 * 34 + 2, 4 * 34 + 2)  # originals, reconstructions, two alphas
+    vector, meta = vaegan.load_vector(vec)
+    assert vector.shape == (32,) and meta["attribute"] == "Smiling"
+    again = tmp_path / "again.png"
+    assert main(["attribute", "--checkpoint", str(trained_vaegan_run), "--vector", str(vec), "--edit",
+                 str(face_folder), "--n", "3", "--out", str(again)]) == 0
+    assert Image.open(again).size == (3 * 34 + 2, 3 * 34 + 2)
+
+
+def test_cli_attribute_from_an_attribute_file(trained_vaegan_run, tmp_path, capsys, vaegan_model):
+    images = tmp_path / "imgs"
+    faces = Faces(6, 32, split="test")
+    for i in range(6):
+        save_image(faces[i], images / f"{i:06d}.jpg")
+    # Rows for four of the six images only: the other two must be left out.
+    (tmp_path / "list_attr_celeba.txt").write_text(
+        "4\nSmiling Eyeglasses\n000000.jpg 1 -1\n000001.jpg -1 -1\n000002.jpg 1 1\n000003.jpg -1 1\n")
+    vec = tmp_path / "v.safetensors"
+    assert main(["attribute", "--checkpoint", str(trained_vaegan_run), "--attr", "smiling", "--images", str(images),
+                 "--attr-file", str(tmp_path / "list_attr_celeba.txt"), "--save-vector", str(vec),
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert json.loads(capsys.readouterr().out)["positives"] == 2
+    z = encode_images(vaegan_model.vae, vaegan.read_images(images, vaegan_model.config).images).mean
+    assert torch.allclose(vaegan.load_vector(vec)[0], (z[0] + z[2]) / 2 - (z[1] + z[3]) / 2, atol=1e-6)
+    assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 3 * 34 + 2)  # the two negatives edited
+    assert main(["attribute", "--checkpoint", str(trained_vaegan_run), "--attr", "Bald", "--images", str(images),
+                 "--attr-file", str(tmp_path / "list_attr_celeba.txt")]) == 2
+    assert "no attribute 'Bald'" in capsys.readouterr().err
