@@ -93,7 +93,6 @@ class TrainConfig:
     grad_accum_steps: int = 1
     ema_decay: float = 0.0  # 0: no EMA copy
     max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
-    sync_batchnorm: bool = False
     eval_every_steps: int = 0  # 0: no periodic evaluation
     eval_num_images: int = 1000
     tensorboard: bool = True

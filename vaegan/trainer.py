@@ -74,9 +74,6 @@ class Trainer:
         nets = {"encoder": build_encoder(cfg.model, res), "decoder": build_decoder(cfg.model, res)}
         if self.is_gan:
             nets["discriminator"] = build_discriminator(cfg.model, res)
-        if t.sync_batchnorm and acc.num_processes > 1:
-            from .models.layers import convert_sync_batchnorm
-            nets = {k: convert_sync_batchnorm(v) for k, v in nets.items()}
         nets = {k: v.to(self.device, memory_format=memory_format) for k, v in nets.items()}
         lrs = {"encoder": cfg.optim.lr, "decoder": cfg.optim.lr, "discriminator": cfg.optim.lr_dis or cfg.optim.lr}
         opts = {k: build_optimizer(v.parameters(), cfg.optim, lrs[k]) for k, v in nets.items()}
