@@ -19,6 +19,6 @@ cat <<MSG
 [quickstart] done in $(( $(date +%s) - start )) s. Outputs:
   runs:        $OUT/quickstart_vae  $OUT/quickstart_vaegan  (checkpoints/, samples/, log.jsonl, tb/)
   samples:     $OUT/quickstart_vaegan/samples/final-prior.png   (VAE: $OUT/quickstart_vae/samples/final-prior.png)
-  summary:     $OUT/summary/summary.md
+  summary:     $OUT/summary/report.md
   tensorboard: .venv/bin/tensorboard --logdir $OUT
 MSG

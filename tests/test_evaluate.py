@@ -5,7 +5,6 @@ code with the weights-free test extractor; the missing-weights paths use an empt
 a download that fails, as on a machine without network.
 """
 import hashlib
-import io
 import json
 import math
 import os
@@ -21,7 +20,7 @@ from PIL import Image
 import vaegan.metrics as M
 from vaegan.cli import main
 from vaegan.data import build_dataset
-from vaegan.evaluate import TEST_EXTRACTOR, load_images, quick_metrics, summarize_runs
+from vaegan.evaluate import TEST_EXTRACTOR, load_images, quick_metrics
 from vaegan.generate import reconstruct, sample
 from vaegan.io import make_grid, pil_to_uint8
 from vaegan.pretrained import load_from_checkpoint
@@ -152,10 +151,14 @@ def test_compare_without_weights_still_reports_no_download_metrics(offline, tmp_
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_compare_rejects_wrong_number_of_names(trained_vae_run, trained_vaegan_run, tmp_path, capsys):
+def test_compare_rejects_bad_arguments_before_any_work(trained_vae_run, trained_vaegan_run, tmp_path, capsys):
     rc = main(["compare", "--runs", str(trained_vae_run), str(trained_vaegan_run), "--names", "only-one",
                "--no-fid", "--out", str(tmp_path / "r")])
     assert rc == 2 and "--names gives 1 names for 2 runs" in capsys.readouterr().err
+    rc = main(["compare", "--runs", str(trained_vae_run), str(tmp_path / "typo"), "--no-fid",
+               "--out", str(tmp_path / "r")])
+    assert rc == 2 and f"not found: {tmp_path / 'typo'}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,7 +166,8 @@ def test_compare_rejects_wrong_number_of_names(trained_vae_run, trained_vaegan_r
 
 
 def test_fid_without_weights_explains_and_fails(offline, trained_vaegan_run, tmp_path, capsys):
-    rc = main(["fid", "--checkpoint", str(trained_vaegan_run), "--num-samples", "16", "--out", str(tmp_path / "m.json")])
+    rc = main(["fid", "--checkpoint", str(trained_vaegan_run), "--num-samples", "16",
+               "--out", str(tmp_path / "m.json")])
     captured = capsys.readouterr()
     assert rc != 0
     assert M.INCEPTION_FILE in captured.err and M.INCEPTION_URL in captured.err
@@ -216,14 +220,19 @@ def test_quick_metrics_is_seeded_and_leaves_model_and_rng_alone(trained_vae_run)
     assert first["psnr"] == pytest.approx(expected["psnr"], rel=1e-9)
 
 
-def test_summarize_runs_prints_one_line_per_run(trained_vae_run, trained_vaegan_run):
-    out = io.StringIO()
-    comparison = summarize_runs([trained_vae_run, trained_vaegan_run], ["vae", "vaegan"], num_images=32, file=out)
-    lines = out.getvalue().splitlines()
+def test_summarize_prints_one_line_per_run_and_writes_the_report(trained_vae_run, trained_vaegan_run, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "summary"
+    assert main(["summarize", "--runs", str(trained_vae_run), str(trained_vaegan_run), "--num-images", "32",
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    record = json.loads((out / "metrics.json").read_text())
     assert lines[0].split()[:2] == ["run", "sharpness"]
-    for line, run in zip(lines[1:3], comparison.runs):
-        m = run.metrics
+    for line, (name, run) in zip(lines[1:3], record["runs"].items()):
+        m = run["metrics"]
+        assert line.split()[0] == name
         values = [float(v) for v in line.split()[1:]]
-        assert line.split()[0] == run.name
         assert values == pytest.approx([m["hf_ratio"], m["SWDx1e3_32"], m["SWDx1e3_avg"], m["psnr"]], abs=1e-3)
-    assert comparison.extractor is None and "fid" not in comparison.runs[0].metrics
+        assert "fid" not in m
+    assert record["protocol"]["num_samples"] == 32 and (out / "report.md").is_file()
+

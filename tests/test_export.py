@@ -66,7 +66,9 @@ def test_export_holds_the_ema_weights_without_wrapper_prefixes(trained_vaegan_ru
     assert not torch.equal(ema, raw)  # the run's EMA differs from its raw weights, so the check below means something
     assert torch.equal(tensors["encoder.fc.weight"], ema)
     assert torch.equal(tensors["discriminator.fc.weight"], state["models"]["discriminator"]["fc.weight"])
-    assert json.loads((exported / "config.json").read_text()) == state["config"]
+    saved = json.loads((exported / "config.json").read_text())
+    assert saved == load_pretrained(trained_vaegan_run).config.to_dict()
+    assert saved["model"] == state["config"]["model"] and saved["data"] == state["config"]["data"]
 
 
 def test_export_without_discriminator_and_raw_weights(trained_vaegan_run, tmp_path):
@@ -154,21 +156,35 @@ def test_other_latent_dim_names_the_tensor_and_shapes(exported, tmp_path):
     with pytest.raises(ValueError) as err:
         load_pretrained(folder)
     message = str(err.value)
-    assert "model.safetensors" in message and "'to_stats.weight'" in message
+    assert "model.safetensors" in message and "'encoder.to_stats.weight'" in message
     assert "(64, 128)" in message and "(32, 128)" in message and "config.json" in message
 
 
 def test_missing_and_unexpected_tensors_are_named(exported, tmp_path):
     tensors = load_file(exported / "model.safetensors")
     missing = {k: v for k, v in tensors.items() if k != "decoder.to_rgb.bias"}
-    with pytest.raises(ValueError, match=r"decoder\.\*\): tensor 'to_rgb\.bias' is missing \(expected shape \(3,\)"):
+    expected = r"model\.safetensors: tensor 'decoder\.to_rgb\.bias' is missing \(expected shape \(3,\)"
+    with pytest.raises(ValueError, match=expected):
         load_pretrained(_copy_export(exported, tmp_path / "a", missing))
     extra = {**tensors, "encoder.extra.weight": torch.zeros(2)}
-    with pytest.raises(ValueError, match="unexpected tensor 'extra.weight'"):
+    with pytest.raises(ValueError, match="unexpected tensor 'encoder.extra.weight'"):
         load_pretrained(_copy_export(exported, tmp_path / "b", extra))
     stranger = {**tensors, "generator.fc.weight": torch.zeros(2)}
     with pytest.raises(ValueError, match="unexpected tensor 'generator.fc.weight'"):
         load_pretrained(_copy_export(exported, tmp_path / "c", stranger))
+
+
+def test_checkpoint_that_does_not_fit_its_config_names_the_tensor(trained_vaegan_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "step"
+    shutil.copytree(resolve_checkpoint(trained_vaegan_run), folder)
+    skeleton = json.loads((folder / "state.json").read_text())
+    skeleton["config"]["model"]["enc_fc"] = 64
+    (folder / "state.json").write_text(json.dumps(skeleton))
+    with pytest.raises(ValueError, match=r"step/state\.safetensors: tensor 'ema\.encoder\.fc\.weight' has shape "
+                                         r"\(128, (\d+)\) but the config saved in .*state\.json needs \(64, \1\)"):
+        load_pretrained(folder)
 
 
 def test_export_folder_without_config_is_named(exported, tmp_path):

@@ -65,3 +65,13 @@ def test_vaegan_feature_loss_falls_on_a_fixed_batch(tmp_path):
     assert all(line["weight/adv"] == 0.0 for line in lines)
     assert min(kl_feat[-5:]) < max(kl_feat[:5])
     assert torch.isfinite(torch.tensor(kl_feat)).all()
+
+
+def test_periodic_evaluation_is_logged(tmp_path):
+    cfg = tiny_config("train.max_steps=2", "train.eval_every_steps=2", "train.eval_num_images=32")
+    Trainer(cfg, tmp_path / "run").fit()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [line for line in lines if "eval/psnr" in line]
+    assert [line["step"] for line in evals] == [2]
+    assert {"eval/SWDx1e3_avg", "eval/hf_ratio", "eval/ssim"} <= evals[0].keys()
+    assert 0 < evals[0]["eval/psnr"] < 60

@@ -1,31 +1,93 @@
-"""Sampling from a trained model to image files."""
+"""Images from a trained model: prior samples, reconstructions, interpolations and variations.
+
+Every function takes and returns uint8 images (N, 3, R, R); the ``*_to_file(s)`` functions load
+a model from a run, checkpoint or export folder and write PNGs.
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 from .io import save_grid, save_image
-from .pretrained import load_from_checkpoint
+from .latents import BATCH_SIZE, decode_latents, encode_images
+from .pretrained import load_pretrained
+
+INTERPOLATIONS = ("linear", "slerp")
 
 
 @torch.no_grad()
-def sample(model, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
+def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """n prior samples as uint8 (n, 3, R, R); the same seed gives the same images."""
-    from .io import to_uint8
-
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(n, model.latent_dim, generator=gen)
-    device = next(model.parameters()).device
-    return torch.cat([to_uint8(model.decode(z[i : i + batch_size].to(device))).cpu()
-                      for i in range(0, n, batch_size)])
+    return decode_latents(model, z, batch_size)
 
+
+def reconstruct(model, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+    """uint8 (N, 3, R, R) -> decodings of their posterior means, uint8 (N, 3, R, R)."""
+    return decode_latents(model, encode_images(model, images, batch_size).mean, batch_size)
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Straight line: a, b (D,), t (T,) in [0, 1] -> (T, D)."""
+    t = t[:, None]
+    return (1 - t) * a + t * b
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Great-circle path from a to b (White 2016): a, b (D,), t (T,) in [0, 1] -> (T, D).
+
+    The direction turns at a constant rate along the great circle through a and b, and the norm
+    goes linearly from |a| to |b|, so with |a| = |b| every point stays on that sphere. Nearly
+    parallel directions fall back to a normalised straight line.
+    """
+    na, nb = a.norm(), b.norm()
+    ua, ub = a / na.clamp_min(1e-12), b / nb.clamp_min(1e-12)
+    theta = torch.arccos((ua * ub).sum().clamp(-1.0, 1.0))
+    t = t[:, None]
+    if torch.sin(theta) < 1e-6:
+        direction = lerp(ua, ub, t[:, 0])
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    else:
+        direction = (torch.sin((1 - t) * theta) * ua + torch.sin(t * theta) * ub) / torch.sin(theta)
+    return ((1 - t) * na + t * nb) * direction
+
+
+def interpolate(model, image_a: torch.Tensor, image_b: torch.Tensor, steps: int = 8,
+                mode: str = "linear") -> torch.Tensor:
+    """Decodings along a latent path between two images' posterior means: uint8 (steps, 3, R, R).
+
+    image_a, image_b: uint8 (3, R, R). The first and last images are the reconstructions of a and b.
+    """
+    if steps < 2:
+        raise ValueError(f"--steps must be at least 2 (the two endpoints), got {steps}")
+    if mode not in INTERPOLATIONS:
+        raise ValueError(f"--mode {mode!r} is not valid; choose one of {list(INTERPOLATIONS)}")
+    za, zb = encode_images(model, torch.stack([image_a, image_b])).mean
+    path = (lerp if mode == "linear" else slerp)(za, zb, torch.linspace(0, 1, steps))
+    path[0], path[-1] = za, zb  # exact endpoints whatever the rounding of the path
+    return decode_latents(model, path)
+
+
+def variations(model, image: torch.Tensor, n: int = 8, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Decodings of n posterior samples mean + scale * std * eps around one image: uint8 (n, 3, R, R)."""
+    if n <= 0:
+        raise ValueError(f"--n must be positive, got {n}")
+    posterior = encode_images(model, image[None])
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, model.latent_dim, generator=gen)
+    return decode_latents(model, posterior.mean + scale * posterior.std * eps)
+
+
+# Files in, files out.
 
 def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0, individual: bool = False,
                     use_ema: bool = True) -> list[Path]:
     if n <= 0:
         raise ValueError(f"--n must be positive, got {n}")
-    model, _, _ = load_from_checkpoint(checkpoint, use_ema=use_ema)
+    model = load_pretrained(checkpoint, use_ema=use_ema).vae
     images = sample(model, n, seed)
     out = Path(out)
     if not individual:
@@ -35,3 +97,52 @@ def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int =
     for img, path in zip(images, paths):
         save_image(img, path)
     return paths
+
+
+def reconstruct_to_files(checkpoint: str | Path, images: str | Path, out: str | Path,
+                         limit: int | None = None) -> list[Path]:
+    """Reconstruct images (file, folder or ``split:NAME``).
+
+    ``out`` ending in .png/.jpg: one grid of original/reconstruction pairs; else a folder of
+    reconstructions named like the inputs (as .png).
+    """
+    from .inputs import read_images
+
+    vae, cfg, _, _ = load_pretrained(checkpoint)
+    data = read_images(images, cfg, limit)
+    recs = reconstruct(vae, data.images)
+    out = Path(out)
+    if out.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        pairs = torch.stack([data.images, recs], dim=1).flatten(0, 1)
+        save_grid(pairs, out, nrow=2 * max(1, min(4, math.isqrt(len(recs)))))
+        return [out]
+    paths = [out / Path(name).with_suffix(".png") for name in data.names]
+    for img, path in zip(recs, paths):
+        save_image(img, path)
+    return paths
+
+
+def interpolate_to_file(checkpoint: str | Path, a: str | Path, b: str | Path, out: str | Path, steps: int = 8,
+                        mode: str = "linear", originals: bool = True) -> Path:
+    """One strip: [original a,] ``steps`` decodings from a to b[, original b]."""
+    from .inputs import read_images
+
+    vae, cfg, _, _ = load_pretrained(checkpoint)
+    image_a, image_b = read_images(a, cfg, limit=1).images[0], read_images(b, cfg, limit=1).images[0]
+    strip = interpolate(vae, image_a, image_b, steps, mode)
+    if originals:
+        strip = torch.cat([image_a[None], strip, image_b[None]])
+    save_grid(strip, out, nrow=len(strip))
+    return Path(out)
+
+
+def variations_to_file(checkpoint: str | Path, image: str | Path, out: str | Path, n: int = 8,
+                       scale: float = 1.0, seed: int = 0) -> Path:
+    """A grid: the image, its reconstruction, then n posterior-sample decodings."""
+    from .inputs import read_images
+
+    vae, cfg, _, _ = load_pretrained(checkpoint)
+    x = read_images(image, cfg, limit=1).images[0]
+    grid = torch.cat([x[None], reconstruct(vae, x[None]), variations(vae, x, n, scale, seed)])
+    save_grid(grid, out, nrow=min(len(grid), 10))
+    return Path(out)

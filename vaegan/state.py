@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .io import atomic_path
+from .tensorfile import write_safetensors
 
 _TENSOR, _TUPLE, _INTKEYS = "__tensor__", "__tuple__", "__intkeys__"
 
@@ -56,8 +57,7 @@ def save_state(state: dict, folder: str | Path) -> None:
     folder = Path(folder)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(state, tensors)
-    with atomic_path(folder / "state.safetensors") as tmp:
-        save_file(tensors, str(tmp))
+    write_safetensors(folder / "state.safetensors", tensors, {})
     with atomic_path(folder / "state.json") as tmp:
         tmp.write_text(json.dumps(skeleton))
 

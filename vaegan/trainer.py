@@ -310,6 +310,23 @@ class Trainer:
             tracker.add_image("samples/recon", make_grid(pairs), self.step)
         return paths
 
+    def evaluate(self) -> dict[str, float]:
+        """Download-free metrics (SWD, sharpness, reconstruction PSNR/SSIM) on the validation split.
+
+        Runs on the main process (the models are identical on every rank); the others wait.
+        """
+        from .evaluate import load_reference, quick_metrics
+
+        metrics: dict[str, float] = {}
+        if self.accelerator.is_main_process:
+            n = self.cfg.train.eval_num_images
+            if getattr(self, "_eval_reference", None) is None:
+                self._eval_reference = load_reference(self.cfg.data, n, self.cfg.data.resolution, split="val").images
+            metrics = {f"eval/{k}": v for k, v in quick_metrics(self.inference_model(), self._eval_reference, n,
+                                                                 seed=self.cfg.train.seed).items()}
+        self.accelerator.wait_for_everyone()
+        return metrics
+
     def _tensorboard(self):
         if not self.cfg.train.tensorboard or not self.accelerator.is_main_process:
             return None
@@ -359,6 +376,12 @@ class Trainer:
                     progress.update(1)
                 if t.sample_every_steps and self.step % t.sample_every_steps == 0 and main:
                     self.write_grids(f"step-{self.step:08d}")
+                if t.eval_every_steps and self.step % t.eval_every_steps == 0:
+                    metrics = self.evaluate()
+                    if main:
+                        log_file.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    if t.tensorboard:
+                        acc.log(metrics, step=self.step)
                 if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0 \
                         and not self.nonfinite_in_a_row:  # never checkpoint inside a non-finite streak
                     if main:

@@ -1,0 +1,131 @@
+"""Images to latents and back: batched encode/decode, and latent files for compression.
+
+A latents file is safetensors holding ``latents`` (N, latent_dim) posterior means in float32 or
+float16, with the image names, resolution and latent size in its metadata.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from .io import save_image, to_float, to_uint8
+from .models import VAE, DiagonalGaussian
+from .pretrained import load_pretrained
+from .tensorfile import read_safetensors, write_safetensors
+
+LATENTS_FORMAT = "vaegan-latents-v1"
+BATCH_SIZE = 256
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_images(model: VAE, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> DiagonalGaussian:
+    """uint8 (N, 3, R, R) -> posterior over (N, latent_dim) (mean and logvar on the CPU)."""
+    means, logvars = [], []
+    for i in range(0, len(images), batch_size):
+        posterior = model.encode(to_float(images[i : i + batch_size].to(_device(model))))
+        means.append(posterior.mean.cpu())
+        logvars.append(posterior.logvar.cpu())
+    return DiagonalGaussian(torch.cat(means), torch.cat(logvars), *model.encoder.logvar_range)
+
+
+@torch.no_grad()
+def decode_latents(model: VAE, z: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
+    """z: (N, latent_dim), any float dtype -> uint8 images (N, 3, R, R) on the CPU."""
+    z = z.float()
+    return torch.cat([to_uint8(model.decode(z[i : i + batch_size].to(_device(model)))).cpu()
+                      for i in range(0, len(z), batch_size)])
+
+
+def save_latents(path: str | Path, latents: torch.Tensor, names: list[str], resolution: int,
+                 fp16: bool = False, extra: dict | None = None) -> Path:
+    """Write (N, D) latents and their image names to a safetensors file (atomically)."""
+    if len(names) != len(latents):
+        raise ValueError(f"{len(names)} names for {len(latents)} latents")
+    metadata = {"format": LATENTS_FORMAT, "names": json.dumps(names), "resolution": str(resolution),
+                "latent_dim": str(latents.shape[1]), **{k: str(v) for k, v in (extra or {}).items()}}
+    stored = latents.detach().cpu().to(torch.float16 if fp16 else torch.float32)
+    return write_safetensors(path, {"latents": stored}, metadata)
+
+
+def load_latents(path: str | Path) -> tuple[torch.Tensor, list[str], dict]:
+    """(latents as stored, names, metadata) from a file written by :func:`save_latents`."""
+    path = Path(path)
+    tensors, metadata = read_safetensors(path, "a latents file written by 'vaegan encode'")
+    if metadata.get("format") != LATENTS_FORMAT or "latents" not in tensors:
+        raise ValueError(f"{path} is not a latents file (expected format {LATENTS_FORMAT!r} with a 'latents' "
+                         f"tensor, as 'vaegan encode' writes; found tensors {sorted(tensors)})")
+    latents, names = tensors["latents"], json.loads(metadata["names"])
+    if latents.ndim != 2 or len(names) != len(latents):
+        raise ValueError(f"{path}: 'latents' has shape {tuple(latents.shape)} for {len(names)} names "
+                         f"(expected (N, latent_dim) with one name per row)")
+    return latents, names, metadata
+
+
+def compression_report(latents_file: Path, num_images: int, source_bytes: int | None, resolution: int,
+                       reconstructions: torch.Tensor, originals: torch.Tensor) -> dict:
+    """Bytes per image (latent file, source files, raw uint8 pixels) and PSNR/SSIM against the originals."""
+    from .metrics.recon import compute_recon_metrics
+
+    raw = 3 * resolution * resolution
+    latent = latents_file.stat().st_size / num_images
+    report = {"images": num_images, "latent_bytes_per_image": latent, "raw_pixel_bytes_per_image": raw,
+              "ratio_vs_raw_pixels": raw / latent}
+    if source_bytes is not None:
+        report["source_bytes_per_image"] = source_bytes / num_images
+        report["ratio_vs_source_files"] = source_bytes / num_images / latent
+    report.update(compute_recon_metrics(reconstructions, originals))
+    return report
+
+
+def encode_to_file(checkpoint: str | Path, images: str | Path, out: str | Path, fp16: bool = False,
+                   limit: int | None = None, device: str = "cpu") -> dict:
+    """Encode images (file, folder or ``split:NAME``) to posterior means in ``out``; returns the report.
+
+    The report compares the stored latents' bytes with the source files and with raw pixels, and
+    gives PSNR/SSIM of their decoding against the originals at the model's resolution.
+    """
+    from .inputs import read_images
+
+    vae, cfg, _, info = load_pretrained(checkpoint, device)
+    data = read_images(images, cfg, limit)
+    means = encode_images(vae, data.images).mean
+    out = save_latents(out, means, data.names, cfg.data.resolution, fp16=fp16, extra={"checkpoint": info["source"]})
+    stored, _, _ = load_latents(out)
+    source_bytes = sum(f.stat().st_size for f in data.files) if data.files is not None else None
+    return compression_report(out, len(data.names), source_bytes, cfg.data.resolution,
+                              decode_latents(vae, stored), data.images)
+
+
+def decode_to_files(latents_file: str | Path, checkpoint: str | Path, out: str | Path,
+                    originals: str | Path | None = None, device: str = "cpu") -> dict:
+    """Decode a latents file to ``out/<name>.png`` (one per image); with ``originals``, also PSNR/SSIM.
+
+    Returns ``{"paths": [...], "psnr": ..., "ssim": ...}`` (metrics only with ``originals``).
+    """
+    vae, cfg, _, _ = load_pretrained(checkpoint, device)
+    latents, names, metadata = load_latents(latents_file)
+    if latents.shape[1] != vae.latent_dim or int(metadata["resolution"]) != cfg.data.resolution:
+        raise ValueError(f"{latents_file} holds {latents.shape[1]}-d latents of {metadata['resolution']} px images, "
+                         f"but {checkpoint} is a {vae.latent_dim}-d model at {cfg.data.resolution} px")
+    images = decode_latents(vae, latents)
+    out = Path(out)
+    paths = [out / Path(name).with_suffix(".png") for name in names]
+    for image, path in zip(images, paths):
+        save_image(image, path)
+    result: dict = {"paths": paths}
+    if originals is not None:
+        from .inputs import read_images
+        from .metrics.recon import compute_recon_metrics
+
+        data = read_images(originals, cfg)
+        index = {name: i for i, name in enumerate(data.names)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise FileNotFoundError(f"{originals} has no image {missing[0]!r} named in {latents_file}")
+        result.update(compute_recon_metrics(images, data.images[[index[n] for n in names]]))
+    return result

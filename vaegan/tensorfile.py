@@ -1,0 +1,34 @@
+"""Single safetensors files with JSON-able metadata: read with clear errors, write atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from .io import atomic_path
+
+
+def read_safetensors(path: str | Path, expected: str = "a safetensors file",
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata); FileNotFoundError, or ValueError naming the file if it is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path} (expected {expected})")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated or in another "
+                         f"format (expected {expected})") from None
+    return tensors, metadata
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write tensors (moved to the CPU, made contiguous) and string metadata atomically."""
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        tmp.write_bytes(data)  # bytes into the prepared temp file keep its permissions
+    return Path(path)
