@@ -1,0 +1,1 @@
+"""Throughput benchmarks (``python benchmarks/bench.py``); see benchmarks/README.md."""

@@ -1,0 +1,482 @@
+#!/usr/bin/env python
+"""Throughput of training, sampling, FID features and data loading, against a straightforward
+reference step and this machine's own ceiling (GitHub issue #6).
+
+    python benchmarks/bench.py                       # 64x64, batch 64, Larsen networks
+    python benchmarks/bench.py --quick               # 32x32, fewer rounds: minutes on 2 CPU cores
+    python benchmarks/bench.py --json bench.json --device cuda
+
+Each group of variants is timed interleaved, one call of each per round, so load from other
+processes slows every variant alike. Speeds use each variant's best round; ratios are the median
+over rounds of the per-round ratio. See benchmarks/README.md for what each number means.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from benchmarks.reference_step import reference_step  # noqa: E402
+from vaegan.config import load_config  # noqa: E402
+from vaegan.data import CachedImages, CelebA, Faces, prepare  # noqa: E402
+from vaegan.io import to_float  # noqa: E402
+from vaegan.trainer import Trainer  # noqa: E402
+
+CELEBA_ROOT = ROOT.parent / "shared" / "data" / "celeba-subset"
+SECTIONS = ("ceiling", "training", "sampling", "fid", "data")
+TARGETS = {"step_vs_reference": 3.0, "flops_fraction": 0.40, "cache_vs_step": 10.0}
+
+
+@dataclass
+class Settings:
+    device: str
+    resolution: int
+    batch_size: int
+    rounds: int
+    quick: bool
+    threads: int
+    all_formats: bool = False
+    compile: bool = False
+
+
+@dataclass
+class Variant:
+    """One training configuration: the toolkit's Trainer, or the reference step."""
+
+    name: str
+    kind: str  # vaegan | vae
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+    reference: bool = False
+    compiled: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing.
+
+
+def synchronizer(device: str):
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def interleaved(fns: dict, rounds: int, sync, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function, timed in turns: {name: [seconds, one per round]}."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of slow/fast: how many times faster ``fast`` ran, round by round."""
+    return statistics.median(a / b for a, b in zip(slow, fast))
+
+
+# ----------------------------------------------------------------------------------------------
+# The machine's ceiling.
+
+
+def measure_ceiling(s: Settings) -> dict:
+    """Best FLOP/s of a large matrix product per dtype and of one representative convolution."""
+    dev, cuda = torch.device(s.device), s.device.startswith("cuda")
+    n = 8192 if cuda else (2048 if s.quick else 4096)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, **({"fp16": torch.float16} if cuda else {})}
+    fns, flops = {}, {}
+    for name, dtype in dtypes.items():
+        a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+        fns[f"matmul {name}"] = lambda a=a, b=b: a @ b
+        flops[f"matmul {name}"] = 2 * n**3
+    if cuda:
+        a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+        fns["matmul tf32"] = lambda a=a, b=b: _tf32(lambda: a @ b)
+        flops["matmul tf32"] = 2 * n**3
+    # The discriminator's 128 -> 256 channel 5x5 stride-2 convolution, channels last.
+    r, bsz = s.resolution // 2, s.batch_size
+    for name, dtype in dtypes.items():
+        x = torch.randn(bsz, 128, r, r, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 128, 5, 5, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        fns[f"conv {name}"] = lambda x=x, w=w: F.conv2d(x, w, stride=2, padding=2)
+        flops[f"conv {name}"] = 2 * bsz * 256 * 128 * 25 * (r // 2) ** 2
+    times = interleaved(fns, 4 if s.quick else 8, synchronizer(s.device))
+    return {name: {"flop_per_s": flops[name] / min(t), "shape": f"{n}^3" if name.startswith("matmul") else
+                   f"{bsz}x128x{r}x{r} * 256x128x5x5 /2"} for name, t in times.items()}
+
+
+def _tf32(fn):
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return fn()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+# ----------------------------------------------------------------------------------------------
+# Training steps.
+
+
+def variants(s: Settings) -> list[Variant]:
+    cuda = s.device.startswith("cuda")
+    low = ["bf16", "fp16"] if cuda else ["bf16"]
+    out = [Variant("reference fp32 eager", "vaegan", "fp32", False, reference=True)]
+    for kind in ("vaegan", "vae"):
+        for precision in ["fp32", *low]:
+            formats = [True, False] if s.all_formats else [True]
+            for cl in formats:
+                fmt = "channels-last" if cl else "contiguous"
+                out.append(Variant(f"{kind} {precision} {fmt}", kind, precision, cl))
+    if s.compile:
+        out.insert(3, Variant("vaegan bf16 channels-last compiled", "vaegan", "bf16", True, compiled=True))
+    return out
+
+
+def make_trainer(s: Settings, v: Variant, run_dir: Path) -> Trainer:
+    cfg = load_config(None, [
+        f"model.kind={v.kind}", "data.dataset=faces", f"data.resolution={s.resolution}",
+        f"data.num_images={max(64, s.batch_size)}", f"train.batch_size={s.batch_size}",
+        f"train.precision={v.precision}", f"train.channels_last={str(v.channels_last).lower()}",
+        "train.tensorboard=false", "train.progress=false",
+    ])
+    trainer = Trainer(cfg, run_dir)
+    for net in trainer.nets.values():
+        net.train()
+    if v.compiled:
+        trainer.nets = {k: torch.compile(net) for k, net in trainer.nets.items()}
+    return trainer
+
+
+def image_batch(s: Settings) -> torch.Tensor:
+    """A uint8 batch of built-in faces (B, 3, R, R), on the device."""
+    faces = Faces(s.batch_size, s.resolution, seed=0)
+    return torch.stack([faces.read(i) for i in range(s.batch_size)]).to(s.device)
+
+
+def make_step(s: Settings, v: Variant, batch: torch.Tensor, run_dir: Path):
+    """(step function, its Trainer): one training iteration on ``batch`` per call."""
+    trainer = make_trainer(s, v, run_dir)
+    if not v.reference:
+        return (lambda: trainer.train_step(batch)), trainer
+    # The reference: copies of the same initial networks, contiguous, float32, stock RMSprop.
+    cfg = trainer.cfg
+    nets = {k: copy.deepcopy(trainer.accelerator.unwrap_model(n)).to(memory_format=torch.contiguous_format)
+            for k, n in trainer.nets.items()}
+    opts = {k: torch.optim.RMSprop(n.parameters(), lr=cfg.optim.lr, alpha=cfg.optim.alpha, eps=cfg.optim.eps)
+            for k, n in nets.items()}
+    b, d = batch.shape[0], cfg.model.latent_dim
+
+    def step():
+        x = to_float(batch)
+        eps, z_prior = torch.randn(b, d, device=batch.device), torch.randn(b, d, device=batch.device)
+        reference_step(nets, opts, x, eps, z_prior, cfg.loss, cfg.loss.beta)
+
+    return step, trainer
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def measure_training(s: Settings, memory: bool) -> tuple[list[dict], dict]:
+    """Every variant's images/s (interleaved), FLOPs per step and peak memory."""
+    batch = image_batch(s)
+    sync = synchronizer(s.device)
+    chosen = variants(s)
+    steps, trainers = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, v in enumerate(chosen):
+            steps[v.name], trainers[v.name] = make_step(s, v, batch, Path(tmp) / f"run{i}")
+        compile_s = {}
+        for v in chosen:  # the first call (compilation, oneDNN kernel creation) is timed on its own
+            start = time.perf_counter()
+            steps[v.name]()
+            sync()
+            compile_s[v.name] = time.perf_counter() - start
+        times = interleaved(steps, s.rounds, sync, warmup=1)
+        rows = []
+        for v in chosen:
+            t = times[v.name]
+            row = {**asdict(v), "img_per_s": s.batch_size / min(t), "img_per_s_median": s.batch_size / statistics.median(t),
+                   "step_s": min(t), "first_step_s": compile_s[v.name], "step_s_all": t}
+            if v.kind == "vaegan":
+                row["vs_reference"] = paired_ratio(times[chosen[0].name], t)
+            row["flop"] = count_flops(steps[v.name])
+            row["flop_per_s"] = row["flop"] / min(t)
+            if memory:
+                row["peak_mem_bytes"] = peak_memory(s, v, steps[v.name])
+            rows.append(row)
+    return rows, trainers
+
+
+def peak_memory(s: Settings, v: Variant, step) -> int:
+    """Peak memory of two steps: CUDA max allocated, or (CPU) a fresh process's peak RSS growth."""
+    if s.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_memory_probe, (asdict(s), asdict(v)))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_probe(settings: dict, variant: dict) -> int:
+    """In a fresh process: peak RSS over two training steps minus RSS once everything is built."""
+    s, v = Settings(**settings), Variant(**variant)
+    torch.set_num_threads(s.threads)
+    os.environ["ACCELERATE_USE_CPU"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        step, _ = make_step(s, v, image_batch(s), Path(tmp) / "run")
+        before = _rss_bytes()
+        step()
+        step()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling, FID features, data loading.
+
+
+def measure_sampling(s: Settings, trainers: dict) -> list[dict]:
+    """Prior samples per second: the (EMA or live) decoder in eval mode, no gradients."""
+    n = 128 if s.quick else 256
+    fns = {}
+    for name, trainer in trainers.items():
+        if trainer.cfg.model.kind == "vaegan" and "reference" not in name and "compiled" not in name:
+            vae = trainer.inference_model().eval()
+
+            def sample(vae=vae, trainer=trainer):
+                with torch.no_grad(), trainer.autocast():
+                    vae.sample(n)
+
+            fns[f"decoder {trainer.cfg.train.precision} {'channels-last' if trainer.cfg.train.channels_last else 'contiguous'}"] = sample
+    times = interleaved(fns, 3 if s.quick else 6, synchronizer(s.device))
+    return [{"name": k, "img_per_s": n / min(t), "batch": n} for k, t in times.items()]
+
+
+def measure_fid_features(s: Settings) -> dict:
+    """FID feature extraction: Inception-v3 pool3 if its weights are here, else the test extractor."""
+    from vaegan.metrics.features import INCEPTION, MissingWeightsError, make_extractor, register_random_extractor
+
+    try:
+        extractor = make_extractor(INCEPTION, download=False, device=s.device)
+        label = "Inception-v3 pool3 (FID's)"
+    except MissingWeightsError:
+        extractor = make_extractor(register_random_extractor(), device=s.device)
+        label = "random-conv test extractor (Inception weights absent; not FID's cost)"
+    n = 16 if s.quick and not s.device.startswith("cuda") else 64
+    images = torch.randint(0, 256, (n, 3, s.resolution, s.resolution), dtype=torch.uint8, device=s.device)
+    times = interleaved({"fid": lambda: extractor(images)}, 2 if s.quick else 4, synchronizer(s.device))
+    return {"extractor": label, "img_per_s": n / min(times["fid"]), "batch": n}
+
+
+def measure_data(s: Settings, celeba_root: Path) -> list[dict]:
+    """Images/s of each way the trainer can get its uint8 batches (one process, no workers)."""
+    rows, r, bsz = [], s.resolution, s.batch_size
+    n_faces = 64 if s.quick else 256
+    faces = Faces(n_faces, r, seed=0)
+    t = interleaved({"faces": lambda: [faces.read(i) for i in range(n_faces)]}, 2, lambda: None, warmup=0)
+    rows.append({"name": "Faces rendering (dataset.read)", "img_per_s": n_faces / min(t["faces"])})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n_cache = 256 if s.quick else 1024
+        prepare(Faces(n_cache, r, seed=1), Path(tmp) / "faces.u8", num_workers=0, progress=False)
+        cache = CachedImages(Path(tmp) / "faces.u8")
+        gen = torch.Generator().manual_seed(0)
+        index_batches = [torch.randperm(n_cache, generator=gen)[:bsz].tolist() for _ in range(50)]
+        t = interleaved({"cache": lambda: [cache.get_batch(i) for i in index_batches]}, 5, lambda: None)
+        rows.append({"name": "CachedImages.get_batch (prepared cache)", "img_per_s": 50 * bsz / min(t["cache"])})
+
+    if (celeba_root / "list_eval_partition.txt").is_file():
+        celeba = CelebA(celeba_root, "train", r)
+        n_jpeg = 32 if s.quick else 128
+        t = interleaved({"celeba": lambda: [celeba.read(i) for i in range(n_jpeg)]}, 2, lambda: None)
+        rows.append({"name": "CelebA JPEG decode + crop + resize", "img_per_s": n_jpeg / min(t["celeba"])})
+    else:
+        rows.append({"name": f"CelebA JPEG decode (skipped: no {celeba_root})", "img_per_s": None})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report.
+
+
+def _fmt(x, unit: str = "", digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}{unit}"
+
+
+def summarize(results: dict) -> dict:
+    """The issue's three targets, from the measured numbers."""
+    out = {}
+    train = {r["name"]: r for r in results.get("training", [])}
+    best_gan = max((r for r in train.values() if r["kind"] == "vaegan" and not r["reference"]),
+                   key=lambda r: r["img_per_s"], default=None)
+    if best_gan is not None:
+        out["fastest_vaegan"] = best_gan["name"]
+        out["step_vs_reference"] = best_gan["vs_reference"]
+        ceiling = results.get("ceiling", {})
+        peak = max((c["flop_per_s"] for k, c in ceiling.items() if k.startswith("matmul") and "fp32" not in k),
+                   default=None)
+        if peak:
+            out["flops_fraction"] = best_gan["flop_per_s"] / peak
+    consumption = max((r["img_per_s"] for r in train.values() if not r["reference"]), default=None)
+    for row in results.get("data", []):
+        if consumption and row["img_per_s"]:
+            row["vs_training"] = row["img_per_s"] / consumption
+            if row["name"].startswith("CachedImages"):
+                out["cache_vs_step"] = row["vs_training"]
+    return out
+
+
+def report(results: dict) -> str:
+    env, lines = results["env"], []
+    lines.append(f"vaegan benchmark: {env['device_name']} ({env['device']}, {env['threads']} threads), torch "
+                 f"{env['torch']}, {env['resolution']}x{env['resolution']}, batch {env['batch_size']}, "
+                 f"Larsen networks (default ModelConfig){', quick' if env['quick'] else ''}")
+    if "ceiling" in results:
+        lines += ["", "Machine ceiling (best of interleaved rounds)", f"  {'op':<12} {'shape':<34} {'GFLOP/s':>10}"]
+        for name, c in results["ceiling"].items():
+            lines.append(f"  {name:<12} {c['shape']:<34} {_fmt(c['flop_per_s'] / 1e9, digits=0):>10}")
+    if "training" in results:
+        lines += ["", f"Training step (interleaved, {results['env']['rounds']} rounds; img/s from the best round, "
+                      f"x ref = median of per-round ratios)",
+                  f"  {'variant':<36} {'img/s':>7} {'median':>7} {'x ref':>6} {'GFLOP':>7} {'GFLOP/s':>8} "
+                  f"{'peak MB':>8} {'1st step s':>10}"]
+        for r in results["training"]:
+            mem = r.get("peak_mem_bytes")
+            lines.append(
+                f"  {r['name']:<36} {_fmt(r['img_per_s']):>7} {_fmt(r['img_per_s_median']):>7} "
+                f"{_fmt(r.get('vs_reference'), 'x', 2):>6} {_fmt(r['flop'] / 1e9, digits=0):>7} "
+                f"{_fmt(r['flop_per_s'] / 1e9, digits=0):>8} {_fmt(None if mem is None else mem / 2**20, digits=0):>8} "
+                f"{_fmt(r['first_step_s'], digits=1):>10}")
+    if "sampling" in results:
+        lines += ["", "Sampling (decoder, eval, no grad)"]
+        for r in results["sampling"]:
+            lines.append(f"  {r['name']:<36} {_fmt(r['img_per_s']):>9} img/s  (batch {r['batch']})")
+    if "fid" in results:
+        f = results["fid"]
+        lines += ["", "FID feature extraction", f"  {f['extractor']:<70} {_fmt(f['img_per_s']):>9} img/s"]
+    if "data" in results:
+        lines += ["", "Data loading (one process) vs the fastest training step's consumption"]
+        for r in results["data"]:
+            lines.append(f"  {r['name']:<44} {_fmt(r['img_per_s']):>11} img/s  {_fmt(r.get('vs_training'), 'x', 1):>9}")
+    summary = results.get("summary", {})
+    if summary:
+        lines += ["", "Targets"]
+        checks = [("step_vs_reference", f"fastest VAE-GAN step ({summary.get('fastest_vaegan')}) vs reference", "x"),
+                  ("flops_fraction", "its achieved FLOP/s / best low-precision matmul", ""),
+                  ("cache_vs_step", "CachedImages.get_batch vs fastest training step", "x")]
+        for key, text, unit in checks:
+            if key in summary:
+                value, target = summary[key], TARGETS[key]
+                shown = f"{value:.0%}" if key == "flops_fraction" else f"{value:.2f}{unit}"
+                goal = f"{target:.0%}" if key == "flops_fraction" else f"{target:g}{unit}"
+                lines.append(f"  {text:<66} {shown:>8}  (target >= {goal}: {'met' if value >= target else 'MISSED'})")
+    return "\n".join(lines)
+
+
+def environment(s: Settings) -> dict:
+    if s.device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(s.device))
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    return {"device": s.device, "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "resolution": s.resolution, "batch_size": s.batch_size,
+            "rounds": s.rounds, "quick": s.quick, "cpu_count": os.cpu_count(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="32x32 and fewer rounds (a few minutes on 2 CPU cores)")
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    p.add_argument("--resolution", type=int, choices=(32, 64, 128), help="default 64 (32 with --quick)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rounds", type=int, help="timed rounds per group (default 5, 3 with --quick)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--all-formats", action="store_true", help="time contiguous as well as channels-last toolkit steps")
+    p.add_argument("--compile", action="store_true", help="add a torch.compile'd VAE-GAN bf16 step (slow to compile)")
+    p.add_argument("--no-memory", action="store_true", help="skip peak-memory probes (one process per variant on CPU)")
+    p.add_argument("--celeba-root", type=Path, default=CELEBA_ROOT)
+    args = p.parse_args(argv)
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "1"  # the Trainer's Accelerator then stays on the CPU too
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sections = [x for x in args.sections.split(",") if x]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
+    s = Settings(device=device, resolution=args.resolution or (32 if args.quick else 64), batch_size=args.batch_size,
+                 rounds=args.rounds or (3 if args.quick else 5), quick=args.quick, threads=torch.get_num_threads(),
+                 all_formats=args.all_formats, compile=args.compile)
+
+    results = {"env": environment(s)}
+    trainers = {}
+    if "ceiling" in sections:
+        results["ceiling"] = measure_ceiling(s)
+    if "training" in sections or "sampling" in sections:
+        results["training"], trainers = measure_training(s, memory=not args.no_memory)
+        if "training" not in sections:
+            del results["training"]
+    if "sampling" in sections:
+        results["sampling"] = measure_sampling(s, trainers)
+    if "fid" in sections:
+        results["fid"] = measure_fid_features(s)
+    if "data" in sections:
+        results["data"] = measure_data(s, args.celeba_root)
+    results["summary"] = summarize(results)
+    print(report(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"\nwrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
