@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Conv2d, ConvTranspose2d, Norm, channels, levels
+from .layers import Norm, channels, levels
 
 # Transposed-conv widths per number of stride-2 stages; 3 stages (64 px) is the paper's 256/128/32.
 DECODER_CHANNELS = {2: (256, 64), 3: (256, 128, 32), 4: (256, 128, 64, 32)}
@@ -28,11 +28,11 @@ class Decoder(nn.Module):
         in_ch = self.base
         for out_ch in widths:
             self.deconvs.append(
-                ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1, bias=norm == "none")
+                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1, bias=norm == "none")
             )
             self.norms.append(Norm(norm, out_ch))
             in_ch = out_ch
-        self.to_rgb = Conv2d(in_ch, 3, 5, padding=2)
+        self.to_rgb = nn.Conv2d(in_ch, 3, 5, padding=2)
 
     @property
     def last_layer(self) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Conv2d, Norm, channels, levels
+from .layers import Norm, channels, levels
 
 # Stride-2 conv widths after the first 32-channel conv; 3 stages (64 px) is the paper's 128/256/256.
 DISCRIMINATOR_CHANNELS = {2: (128, 256), 3: (128, 256, 256), 4: (64, 128, 256, 256)}
@@ -21,12 +21,12 @@ class Discriminator(nn.Module):
     def __init__(self, resolution: int = 64, width: float = 1.0, fc: int = 512, norm: str = "batch"):
         super().__init__()
         first = channels(32, width)
-        self.conv_in = Conv2d(3, first, 5, padding=2)
+        self.conv_in = nn.Conv2d(3, first, 5, padding=2)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         in_ch = first
         for out_ch in (channels(c, width) for c in DISCRIMINATOR_CHANNELS[levels(resolution)]):
-            self.convs.append(Conv2d(in_ch, out_ch, 5, stride=2, padding=2, bias=norm == "none"))
+            self.convs.append(nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=2, bias=norm == "none"))
             self.norms.append(Norm(norm, out_ch))
             in_ch = out_ch
         self.fc = nn.Linear(in_ch * 8 * 8, fc, bias=norm == "none")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .distributions import DiagonalGaussian
-from .layers import Conv2d, Norm, channels, levels
+from .layers import Norm, channels, levels
 
 # Conv widths per number of stride-2 stages; 3 stages (64 px) is the paper's 64/128/256.
 ENCODER_CHANNELS = {2: (128, 256), 3: (64, 128, 256), 4: (32, 64, 128, 256)}
@@ -22,7 +22,7 @@ class Encoder(nn.Module):
         self.norms = nn.ModuleList()
         in_ch = 3
         for out_ch in widths:
-            self.convs.append(Conv2d(in_ch, out_ch, 5, stride=2, padding=2, bias=norm == "none"))
+            self.convs.append(nn.Conv2d(in_ch, out_ch, 5, stride=2, padding=2, bias=norm == "none"))
             self.norms.append(Norm(norm, out_ch))
             in_ch = out_ch
         self.fc = nn.Linear(in_ch * 8 * 8, fc, bias=norm == "none")

@@ -6,64 +6,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _bf16_cpu_training(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Training under CPU bf16 autocast: where oneDNN's bf16 weight gradient is slow."""
-    return (x.device.type == "cpu" and torch.is_grad_enabled() and weight.requires_grad
-            and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-
-
-class _Bf16ConvFloatWeightGrad(torch.autograd.Function):
-    """A bf16 convolution (or transposed convolution) whose weight gradient runs in float32.
-
-    On CPU, oneDNN's bf16 weight-gradient kernels run 2-3x slower than its float32 ones at
-    this toolkit's shapes (about 30x at 3 channels), while the bf16 forward and input gradient
-    run about 2x faster than float32: so both of those stay in bf16. The weight gradient also
-    comes out more exact (float32 sums, no rounding to bf16). Padding mode: zeros only.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-        xb, wb = x.to(torch.bfloat16), weight.to(torch.bfloat16)
-        bb = bias.to(torch.bfloat16) if bias is not None else None
-        ctx.save_for_backward(xb, wb)
-        ctx.conf = (stride, padding, dilation, transposed, output_padding, groups)
-        ctx.x_dtype, ctx.bias_sizes = x.dtype, None if bias is None else list(bias.shape)
-        return torch.ops.aten.convolution(xb, wb, bb, stride, padding, dilation, transposed, output_padding, groups)
-
-    @staticmethod
-    def backward(ctx, grad):
-        xb, wb = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.ops.aten.convolution_backward(grad.to(torch.bfloat16), xb, wb, None, *ctx.conf,
-                                                         [True, False, False])[0].to(ctx.x_dtype)
-        if need_w or need_b:
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad.float(), xb.float(), wb.float(), ctx.bias_sizes, *ctx.conf, [False, need_w, need_b])
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
-
-
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same parameters and state dict) with a faster bf16 CPU backward."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode != "zeros" or not _bf16_cpu_training(x, self.weight):
-            return super().forward(x)
-        return _Bf16ConvFloatWeightGrad.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                              False, (0, 0), self.groups)
-
-
-class ConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` (same parameters and state dict) with a faster bf16 CPU backward."""
-
-    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or self.padding_mode != "zeros" or not _bf16_cpu_training(x, self.weight):
-            return super().forward(x, output_size)
-        return _Bf16ConvFloatWeightGrad.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                                              True, self.output_padding, self.groups)
-
-
 class ChunkedBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are taken per chunk of the batch.
 
