@@ -37,7 +37,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.reference_step import reference_step  # noqa: E402
-from benchmarks.variants import install_chained_step, install_split_forward  # noqa: E402
 from vaegan.config import load_config  # noqa: E402
 from vaegan.data import CachedImages, CelebA, Faces, prepare  # noqa: E402
 from vaegan.io import to_float  # noqa: E402
@@ -69,17 +68,13 @@ class Variant:
     precision: str  # fp32 | bf16 | fp16
     channels_last: bool
     reference: bool = False
-    step: str = "toolkit"  # toolkit | split | chained (benchmarks/variants.py, proposed)
     threads: int = 0  # intra-op threads while it runs; 0: the run's setting
     compiled: bool = False
 
     @property
     def config_key(self) -> tuple:
         """What decides FLOPs and memory (not the thread count)."""
-        return self.kind, self.precision, self.channels_last, self.reference, self.step, self.compiled
-
-
-STEP_VARIANTS = {"toolkit": contextlib.nullcontext, "split": install_split_forward, "chained": install_chained_step}
+        return self.kind, self.precision, self.channels_last, self.reference, self.compiled
 
 
 @contextlib.contextmanager
@@ -188,7 +183,7 @@ def _tf32(fn):
 
 
 def variants(s: Settings) -> list[Variant]:
-    """The reference, the toolkit's VAE-GAN and VAE per precision, and the proposed step variants.
+    """The reference and the toolkit's VAE-GAN and VAE per precision.
 
     On a CPU run with several threads, the reference and the fastest configurations also run at
     one thread: on an oversubscribed machine oneDNN's multi-threaded bf16 kernels (weight
@@ -201,14 +196,12 @@ def variants(s: Settings) -> list[Variant]:
     out = [Variant("reference fp32", "vaegan", "fp32", False, reference=True)]
     for kind in ("vaegan", "vae"):
         out += [Variant(f"{kind} {p} {fmt(cl)}", kind, p, cl) for p in ["fp32", *low] for cl in formats]
-    out += [Variant(f"vaegan bf16 {fmt(True)} + {step} (proposed)", "vaegan", "bf16", True, step=step)
-            for step in (("chained",) if s.quick else ("split", "chained"))]
     if s.compile:
         out.append(Variant(f"vaegan bf16 {fmt(True)} compiled", "vaegan", "bf16", True, compiled=True))
     if not cuda and s.threads > 1:
         one = [v for v in out if v.reference or (v.kind == "vaegan" and v.precision == "bf16" and v.channels_last
-                                                 and not v.compiled and v.step in ("toolkit", "chained"))]
-        out += [Variant(f"{v.name}, 1 thread", v.kind, v.precision, v.channels_last, v.reference, v.step, threads=1)
+                                                 and not v.compiled)]
+        out += [Variant(f"{v.name}, 1 thread", v.kind, v.precision, v.channels_last, v.reference, threads=1)
                 for v in one]
     return out
 
@@ -239,7 +232,7 @@ def make_step(s: Settings, v: Variant, batch: torch.Tensor, run_dir: Path):
     trainer = make_trainer(s, v, run_dir)
     if not v.reference:
         def step():
-            with threads(v.threads), STEP_VARIANTS[v.step]():
+            with threads(v.threads):
                 trainer.train_step(batch)
 
         return step, trainer
@@ -273,7 +266,7 @@ def count_flops(fn) -> int | None:
 
 def measure_training(s: Settings, memory: bool, probes: tuple[dict, dict] | None = None):
     """Every variant's images/s (interleaved), FLOPs per step and peak memory; the plain toolkit
-    Trainers (default threads, no proposed variant) by name, for the sampling benchmark; and the
+    Trainers (default threads, not compiled) by name, for the sampling benchmark; and the
     times of ``probes`` (ceiling functions), run between the steps of every round."""
     batch = image_batch(s)
     sync = synchronizer(s.device)
@@ -314,7 +307,7 @@ def measure_training(s: Settings, memory: bool, probes: tuple[dict, dict] | None
             if v.kind == "vaegan" and v.threads in references:
                 row["vs_reference"] = paired_ratio(times[references[v.threads]], t)
             rows.append(row)
-    plain = {v.name for v in chosen if v.step == "toolkit" and not (v.threads or v.reference or v.compiled)}
+    plain = {v.name for v in chosen if not (v.threads or v.reference or v.compiled)}
     return rows, {k: t for k, t in trainers.items() if k in plain}, {k: times[k] for k in probe_fns}
 
 
@@ -448,7 +441,7 @@ def _fmt(x, unit: str = "", digits: int = 1) -> str:
 
 
 def summarize(results: dict) -> dict:
-    """The issue's three targets, for the toolkit's step as it is and with the proposed variants."""
+    """The issue's three targets for the toolkit's step (the best of its uncompiled configurations)."""
     out, env = {}, results["env"]
     train = results.get("training", [])
     ceiling = results.get("ceiling", {})
@@ -458,11 +451,8 @@ def summarize(results: dict) -> dict:
                  if k.startswith("matmul") and c["dtype"] in ("bf16", "fp16") and c["threads"] == n_threads]
         return max(peaks, default=None)
 
-    groups = {"toolkit": lambda r: r["step"] == "toolkit" and not r["compiled"], "proposed": lambda r: True}
-    for label, keep in groups.items():
-        rows = [r for r in train if r["kind"] == "vaegan" and not r["reference"] and keep(r) and "vs_reference" in r]
-        if not rows:
-            continue
+    rows = [r for r in train if r["kind"] == "vaegan" and not (r["reference"] or r["compiled"]) and "vs_reference" in r]
+    if rows:
         best = max(rows, key=lambda r: r["vs_reference"])
         n_threads = best["threads"] or env["threads"]
         entry = {"variant": best["name"], "step_vs_reference": best["vs_reference"], "img_per_s": best["img_per_s"],
@@ -470,7 +460,7 @@ def summarize(results: dict) -> dict:
         peak = low_precision_peak(n_threads) if env["device"] == "cpu" else low_precision_peak(env["threads"])
         if peak and best["flop_per_s"]:
             entry["flops_fraction"] = best["flop_per_s"] / peak
-        out[label] = entry
+        out["toolkit"] = entry
     consumption = max((r["img_per_s"] for r in train if not r["reference"]), default=None)
     for row in results.get("data", []):
         if consumption and row["img_per_s"]:
@@ -522,14 +512,13 @@ def report(results: dict) -> str:
             shown, goal = (f"{value:.0%}", f"{target:.0%}") if percent else (f"{value:.2f}x", f"{target:g}x")
             lines.append(f"  {text:<72} {shown:>7}  (target >= {goal}: {'met' if value >= target else 'MISSED'})")
 
-        for label, title in (("toolkit", "toolkit step as it is"), ("proposed", "with the proposed step variants")):
-            if label in summary:
-                e = summary[label]
-                lines.append(f"  {title}: best VAE-GAN against its reference = {e['variant']}")
-                check("    images/s vs reference", e["step_vs_reference"], TARGETS["step_vs_reference"])
-                if "flops_fraction" in e:
-                    check("    achieved FLOP/s / low-precision matmul ceiling", e["flops_fraction"],
-                          TARGETS["flops_fraction"], percent=True)
+        if "toolkit" in summary:
+            e = summary["toolkit"]
+            lines.append(f"  best VAE-GAN step against its reference = {e['variant']}")
+            check("    images/s vs reference", e["step_vs_reference"], TARGETS["step_vs_reference"])
+            if "flops_fraction" in e:
+                check("    achieved FLOP/s / low-precision matmul ceiling", e["flops_fraction"],
+                      TARGETS["flops_fraction"], percent=True)
         if "cache_vs_step" in summary:
             check("  CachedImages.get_batch images/s vs the fastest training step", summary["cache_vs_step"],
                   TARGETS["cache_vs_step"])

@@ -14,7 +14,8 @@ contiguous tensors, and every network run once per source:
 The losses are the toolkit's (``vaegan.losses``), so both steps compute the same gradients:
 
     encoder       <- kl_weight * KL + Dis_l
-    decoder       <- gamma * Dis_l + GAN          (adversarial weight 1)
+    decoder       <- gamma * Dis_l + w_adv * GAN  (w_adv = 1 unless given; adaptive: taming's
+                                                   ratio of gradient norms at the last layer)
     discriminator <- GAN discriminator loss on real vs fakes (``fake_sources``)
 """
 from __future__ import annotations
@@ -40,10 +41,11 @@ def _put_grads(module: nn.Module, grads: list[torch.Tensor | None]) -> None:
 
 def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, x: torch.Tensor,
                         eps: torch.Tensor, z_prior: torch.Tensor, loss_cfg: LossConfig,
-                        kl_weight: float) -> dict[str, torch.Tensor]:
+                        kl_weight: float, adv_weight: float = 1.0) -> dict[str, torch.Tensor]:
     """Fill every parameter's ``.grad`` with its network's objective; returns the losses.
 
-    x: (B, 3, R, R) in [-1, 1]; eps, z_prior: (B, D) standard normal noise.
+    x: (B, 3, R, R) in [-1, 1]; eps, z_prior: (B, D) standard normal noise. With
+    ``loss_cfg.adaptive_weight`` the adversarial weight is computed, not ``adv_weight``.
     """
     nets = (encoder, decoder, discriminator)
     for net in nets:
@@ -62,6 +64,9 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     kl = losses.kl_loss(posterior)
     dis_l = losses.feature_loss(features_rec, features_real)
     gan = losses.g_loss(logits_fake, loss_cfg.adversarial)
+    if loss_cfg.adaptive_weight and adv_weight:
+        adv_weight = losses.adaptive_weight(loss_cfg.gamma * dis_l, gan, decoder.last_layer,
+                                            loss_cfg.adaptive_weight_max)
 
     # Encoder: KL + Dis_l. Keep only the encoder's gradients.
     (kl_weight * kl + dis_l).backward(retain_graph=True)
@@ -69,8 +74,8 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     decoder.zero_grad(set_to_none=True)
     discriminator.zero_grad(set_to_none=True)
 
-    # Decoder: gamma * Dis_l + GAN. Keep only the decoder's gradients.
-    (loss_cfg.gamma * dis_l + gan).backward(retain_graph=True)
+    # Decoder: gamma * Dis_l + w_adv * GAN. Keep only the decoder's gradients.
+    (loss_cfg.gamma * dis_l + adv_weight * gan).backward(retain_graph=True)
     decoder_grads = _take_grads(decoder)
     encoder.zero_grad(set_to_none=True)
     discriminator.zero_grad(set_to_none=True)
@@ -85,7 +90,7 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     _put_grads(encoder, encoder_grads)
     _put_grads(decoder, decoder_grads)
     return {"loss/kl": kl.detach(), "loss/dis_l": dis_l.detach(), "loss/gan": gan.detach(),
-            "loss/dis": d_loss.detach()}
+            "loss/dis": d_loss.detach(), "weight/adv": torch.as_tensor(adv_weight, dtype=torch.float32)}
 
 
 def reference_step(nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], x: torch.Tensor,

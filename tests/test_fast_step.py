@@ -1,12 +1,11 @@
 """The toolkit's training step computes what the straightforward reference step computes.
 
-The reference (benchmarks/reference_step.py) runs every source through the networks separately,
-a second discriminator pass on detached fakes, and one full backward per loss with the unwanted
-gradients zeroed in between. The toolkit stacks sources and routes one backward per network with
-``inputs=``. Same weights, batch and noise must give the same losses and every parameter the same
-gradient; so must the step variants proposed in benchmarks/variants.py.
+The reference (benchmarks/reference_step.py) runs a second discriminator pass on detached fakes
+and one full backward per loss with the unwanted gradients zeroed in between. The toolkit runs
+each network once per source, lets the discriminator read detached fakes, and chains the
+generator's gradients at the fakes into the decoder and encoder. Same weights, batch and noise
+must give the same losses and every parameter the same gradient.
 """
-import contextlib
 import copy
 import sys
 from pathlib import Path
@@ -17,13 +16,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_step import reference_gradients  # noqa: E402
-from benchmarks.variants import install_chained_step, install_split_forward  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 from vaegan import losses  # noqa: E402
 from vaegan.trainer import Trainer  # noqa: E402
 
 LOSS_KEYS = ("loss/kl", "loss/dis_l", "loss/gan", "loss/dis")
-VARIANTS = {"toolkit": contextlib.nullcontext, "split": install_split_forward, "chained": install_chained_step}
 
 
 def _trainer(tmp_path, *overrides) -> Trainer:
@@ -49,11 +46,11 @@ def _fast_step(tr: Trainer):
     return logs, grads, before, x, eps, z_prior
 
 
-def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior):
+def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_weight: float = 1.0):
     nets = {k: copy.deepcopy(v).float().to(memory_format=torch.contiguous_format) for k, v in nets.items()}
     kl_w = losses.kl_weight(tr.step, tr.cfg.loss.beta, tr.cfg.loss.kl_warmup_steps)
     logs = reference_gradients(nets["encoder"], nets["decoder"], nets["discriminator"],
-                               x.float().contiguous(), eps, z_prior, tr.cfg.loss, kl_w)
+                               x.float().contiguous(), eps, z_prior, tr.cfg.loss, kl_w, adv_weight)
     return logs, {k: [p.grad for p in v.parameters()] for k, v in nets.items()}
 
 
@@ -86,11 +83,9 @@ def _assert_grads_close(before, grads, ref_grads, rtol):
                                        msg=lambda m, n=f"{name}.{pname}": f"{n}: {m}")
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fp32_step_equals_reference(tmp_path, variant):
+def test_fp32_step_equals_reference(tmp_path):
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false")
-    with VARIANTS[variant]():
-        logs, grads, before, x, eps, z_prior = _fast_step(tr)
+    logs, grads, before, x, eps, z_prior = _fast_step(tr)
     ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
@@ -105,23 +100,38 @@ def test_fp32_step_equals_reference(tmp_path, variant):
 @pytest.mark.parametrize("overrides", [
     ("loss.fake_sources=recon", "loss.adversarial=nonsaturating"),
     ("loss.fake_sources=prior", "loss.adversarial=hinge"),
-    ("loss.equilibrium=true", "loss.equilibrium_target=10.0", "loss.equilibrium_margin=0.1"),  # D paused
-    ("loss.adv_start_step=5", "train.grad_accum_steps=2"),
+    ("loss.adversarial=nonsaturating", "train.grad_accum_steps=2"),
+    ("loss.adaptive_weight=true",),
+    ("loss.adaptive_weight=true", "loss.adversarial=hinge", "loss.fake_sources=prior"),
+    ("loss.adv_start_step=5",),  # no adversarial term yet: weight 0
 ])
-@pytest.mark.parametrize("variant", ["split", "chained"])
-def test_variant_equals_toolkit_step(tmp_path, variant, overrides):
-    """Settings the reference does not cover: the variants against the toolkit's own step."""
-    results = {}
-    for name in ("toolkit", variant):
-        tr = _trainer(tmp_path / name, "train.precision=fp32", "train.channels_last=false", *overrides)
-        with VARIANTS[name]():
-            logs, grads, before, *_ = _fast_step(tr)
-        results[name] = logs, grads, before
-    (logs, grads, before), (want_logs, want_grads, _) = results[variant], results["toolkit"]
-    assert logs.keys() == want_logs.keys()
-    for key in logs:
-        torch.testing.assert_close(logs[key], want_logs[key], rtol=1e-5, atol=1e-6)
-    _assert_grads_close(before, grads, want_grads, rtol=1e-4)
+def test_step_equals_reference_across_settings(tmp_path, overrides):
+    """Every adversarial loss and fake source, accumulation, the adaptive weight and the
+    adversarial start: the chained gradients of each are the reference's."""
+    tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", *overrides)
+    logs, grads, before, x, eps, z_prior = _fast_step(tr)
+    adv_weight = 0.0 if tr.cfg.loss.adv_start_step > tr.step else 1.0
+    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior, adv_weight)
+    for key in (*LOSS_KEYS, "weight/adv"):
+        torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
+    if tr.cfg.loss.adaptive_weight:
+        assert 0.0 < float(logs["weight/adv"]) != 1.0
+    accum = tr.cfg.train.grad_accum_steps  # each micro-batch contributes 1/accum of the step's gradient
+    grads = {k: [g * accum for g in v] for k, v in grads.items()}
+    _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
+
+
+def test_paused_discriminator_gets_no_gradient(tmp_path):
+    """Larsen's equilibrium rule pausing the discriminator (it wins by the margin): its gradient
+    is zero and its optimizer does not step; the decoder and encoder still get the reference's."""
+    tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", "loss.equilibrium=true",
+                  "loss.equilibrium_target=10.0", "loss.equilibrium_margin=0.1")
+    logs, grads, before, x, eps, z_prior = _fast_step(tr)
+    assert float(logs["train/dis_updated"]) == 0.0 and tr.active["discriminator"] is False
+    assert all(float(g.abs().max()) == 0.0 for g in grads["discriminator"])
+    _, ref_grads = _reference(tr, before, x, eps, z_prior)
+    ref_grads["discriminator"] = [torch.zeros_like(g) for g in ref_grads["discriminator"]]
+    _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
 
 
 def test_fp32_channels_last_step_matches_reference(tmp_path):

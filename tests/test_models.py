@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from vaegan.config import ModelConfig
 from vaegan.models import build_decoder, build_discriminator, build_encoder, build_vae
 from vaegan.models.distributions import DiagonalGaussian
-from vaegan.models.layers import ChunkedBatchNorm
+from vaegan.models.layers import SyncBatchNorm, sync_batchnorm
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])
@@ -64,19 +65,19 @@ def test_reparameterised_sample_carries_gradient():
     torch.testing.assert_close(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * noise)
 
 
-def test_chunked_batchnorm_equals_separate_passes():
+def test_sync_batchnorm_is_plain_batchnorm_outside_a_process_group():
     torch.manual_seed(0)
-    a, b = ChunkedBatchNorm(6), ChunkedBatchNorm(6)
-    b.load_state_dict(a.state_dict())
-    x1, x2 = torch.randn(5, 6, 4, 4), torch.randn(5, 6, 4, 4) * 3 + 1
-    joint = a(torch.cat([x1, x2]), chunks=2)
-    separate = torch.cat([b(x1), b(x2)])
-    torch.testing.assert_close(joint, separate)
-    torch.testing.assert_close(a.running_mean, b.running_mean)
-    torch.testing.assert_close(a.running_var, b.running_var)
-    assert int(a.num_batches_tracked) == int(b.num_batches_tracked) == 2
-    # one joint batch statistic would differ: the test can tell
-    assert not torch.allclose(b(torch.cat([x1, x2])), separate)
+    plain = build_discriminator(ModelConfig(width=0.25, dis_fc=16), 32)
+    synced = sync_batchnorm(copy.deepcopy(plain))
+    assert any(isinstance(m, SyncBatchNorm) for m in synced.modules())
+    assert synced.state_dict().keys() == plain.state_dict().keys()  # checkpoints stay interchangeable
+    x = torch.randn(6, 3, 32, 32)
+    for a, b in zip(plain(x), synced(x)):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(plain.state_dict().values(), synced.state_dict().values()):
+        torch.testing.assert_close(a, b)  # running statistics updated alike
+    with pytest.raises(ValueError, match="3D"):
+        synced.norms[0].norm(torch.randn(2, 3, 4))
 
 
 def test_vae_sample_and_reconstruct_shapes():

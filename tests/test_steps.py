@@ -57,7 +57,7 @@ def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources):
     for name in ("encoder", "decoder", "discriminator"):
         got = _grads(tr.nets[name])
         for g, e in zip(got, expected[name]):
-            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
     if sources == "prior":
         return  # the GAN term then never reaches the encoder's graph
     # The adversarial term would change the encoder's gradient if it leaked: the check has teeth.
@@ -73,7 +73,7 @@ def test_discriminator_step_touches_only_the_discriminator(tmp_path):
                                tr._draw((b, d)), tr._draw((b, d)), "both")
     logs = steps.discriminator_loss(fwd, tr.cfg.loss)
     tr.active = {}
-    tr.discriminator_step(logs, train=True)
+    tr.discriminator_step(fwd, logs, train=True)
     assert all(p.grad is None for n in ("encoder", "decoder") for p in tr.nets[n].parameters())
     assert all(p.grad is not None for p in tr.nets["discriminator"].parameters())
 

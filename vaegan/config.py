@@ -91,6 +91,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
     grad_accum_steps: int = 1
+    sync_batchnorm: bool = False  # batch-norm statistics over all processes' batches (needs model.norm=batch)
     ema_decay: float = 0.0  # 0: no EMA copy
     max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
     eval_every_steps: int = 0  # 0: no periodic evaluation
@@ -196,6 +197,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.model.logvar_min >= cfg.model.logvar_max:
         raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
+    if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
+        raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:
         raise ConfigError(f"config key 'data.root': required for data.dataset={cfg.data.dataset!r}")
 

@@ -86,6 +86,11 @@ def adaptive_weight(
     """
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    return gradient_ratio(g_rec, g_adv, max_weight)
+
+
+def gradient_ratio(g_rec: torch.Tensor, g_adv: torch.Tensor, max_weight: float = 1e4) -> torch.Tensor:
+    """||g_rec|| / ||g_adv||, detached and clamped to [0, max_weight]: the adaptive weight."""
     weight = g_rec.float().norm() / (g_adv.float().norm() + 1e-4)
     return weight.clamp(0.0, max_weight).detach()
 

@@ -1,13 +1,16 @@
 """One training iteration of each model family, as named steps over one shared forward pass.
 
-The VAE-GAN iteration runs each network forward once (the decoder over posterior and prior
-latents stacked, the discriminator over real, reconstructed and prior images stacked) and
-then routes each loss to the network that learns from it:
+The VAE-GAN iteration runs each network forward once per source (the decoder on posterior
+and prior latents, the discriminator on real, reconstructed and prior images, so batch-norm
+statistics stay per source) and then routes each loss to the network that learns from it:
 
     discriminator  <- GAN loss only                        (discriminator_step)
     encoder        <- beta * KL + Dis_l feature loss       (generator_step)
     decoder        <- gamma * Dis_l + w_adv * GAN loss     (generator_step)
 
+The trainer has the discriminator read the fakes as detached leaves (``detach_fakes``): its
+backward stops there, and the generator's gradients at the fakes are chained into the decoder
+and encoder by hand, so each backward crosses only the graph its network learns through.
 Routing uses ``backward(inputs=...)``, so no gradient of one loss reaches another network's
 parameters. All backward passes run before any optimizer steps, so no pass sees weights that
 an earlier step changed in place.
@@ -35,24 +38,33 @@ class Forward:
     logits_fake: torch.Tensor  # (F*B,) for the F fake sources the GAN loss uses
     features_real: torch.Tensor  # Dis_l of x
     features_rec: torch.Tensor  # Dis_l of x_rec
+    fake_inputs: list[torch.Tensor]  # what the discriminator read for x_rec (and x_prior)
 
 
 def vaegan_forward(encoder, decoder, discriminator, x: torch.Tensor, eps: torch.Tensor, z_prior: torch.Tensor,
-                   fake_sources: str) -> Forward:
-    """Run the three networks once. eps, z_prior: (B, D) standard normal noise."""
-    b = x.shape[0]
+                   fake_sources: str, detach_fakes: bool = False) -> Forward:
+    """Run the three networks, one call per source. eps, z_prior: (B, D) standard normal noise.
+
+    One call per source rather than one stacked batch: autograd prunes by graph, and a slice of
+    a concatenation reaches everything concatenated with it, so a stacked batch makes every
+    backward cross every source. With ``detach_fakes`` the discriminator reads the fakes as
+    leaves of their own (``fake_inputs``) and no gradient flows from it into the decoder.
+    """
     posterior = encoder(x)
-    z = posterior.sample(eps)
-    use_prior = fake_sources in ("prior", "both")
-    latents = torch.cat([z, z_prior]) if use_prior else z
-    fakes = decoder(latents, chunks=2 if use_prior else 1)
-    images = torch.cat([x, fakes.to(x.dtype)])
-    logits, features = discriminator(images, chunks=images.shape[0] // b)
-    logits_fake = {"recon": logits[b : 2 * b], "prior": logits[2 * b :], "both": logits[b:]}[fake_sources]
+    fakes = [decoder(posterior.sample(eps))]
+    if fake_sources in ("prior", "both"):
+        fakes.append(decoder(z_prior))
+    inputs = [f.detach().to(x.dtype).requires_grad_() if detach_fakes else f.to(x.dtype) for f in fakes]
+    logits_real, features_real = discriminator(x)
+    logits_rec, features_rec = discriminator(inputs[0])
+    logits = {"recon": [logits_rec]}
+    if len(inputs) > 1:
+        logits_prior, _ = discriminator(inputs[1])
+        logits.update(prior=[logits_prior], both=[logits_rec, logits_prior])
     return Forward(
-        x=x, posterior=posterior, x_rec=fakes[:b], x_prior=fakes[b:] if use_prior else None,
-        logits_real=logits[:b], logits_fake=logits_fake,
-        features_real=features[:b], features_rec=features[b : 2 * b],
+        x=x, posterior=posterior, x_rec=fakes[0], x_prior=fakes[1] if len(fakes) > 1 else None,
+        logits_real=logits_real, logits_fake=torch.cat(logits[fake_sources]),
+        features_real=features_real, features_rec=features_rec, fake_inputs=inputs,
     )
 
 

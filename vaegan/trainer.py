@@ -23,6 +23,7 @@ from .data.loader import GlobalBatchSampler, batches
 from .ema import EMA
 from .io import save_grid, to_float, write_text_atomic
 from .models import VAE, build_decoder, build_discriminator, build_encoder
+from .models.layers import sync_batchnorm
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +75,8 @@ class Trainer:
         nets = {"encoder": build_encoder(cfg.model, res), "decoder": build_decoder(cfg.model, res)}
         if self.is_gan:
             nets["discriminator"] = build_discriminator(cfg.model, res)
+        if t.sync_batchnorm:
+            nets = {k: sync_batchnorm(v) for k, v in nets.items()}
         nets = {k: v.to(self.device, memory_format=memory_format) for k, v in nets.items()}
         lrs = {"encoder": cfg.optim.lr, "decoder": cfg.optim.lr, "discriminator": cfg.optim.lr_dis or cfg.optim.lr}
         opts = {k: build_optimizer(v.parameters(), cfg.optim, lrs[k]) for k, v in nets.items()}
@@ -113,13 +116,30 @@ class Trainer:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.contiguous(memory_format=self.memory_format)
 
-    def _backward(self, loss: torch.Tensor, net: str | None = None, retain: bool = False) -> None:
-        """Backward of ``loss`` into one network's parameters only (all when net is None)."""
-        inputs = list(self.nets[net].parameters()) if net else None
+    def _scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as backward sees it: averaged over accumulation steps, fp16 loss-scaled."""
         loss = loss / self.cfg.train.grad_accum_steps
-        if self.scaler is not None:
-            loss = self.scaler.scale(loss)
-        loss.backward(inputs=inputs, retain_graph=retain)
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def _backward(self, loss: torch.Tensor, net: str | None = None, retain: bool = False,
+                  leaves: list[torch.Tensor] = ()) -> None:
+        """Backward of ``loss`` into one network's parameters only (all when net is None), and
+        into ``leaves``, whose ``.grad`` the caller takes (see ``_take``)."""
+        inputs = list(self.nets[net].parameters()) + list(leaves) if net else None
+        self._scaled(loss).backward(inputs=inputs, retain_graph=retain)
+
+    @staticmethod
+    def _take(leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The leaves' gradients (zeros where none arrived), leaving them with none."""
+        grads = [torch.zeros_like(t) if t.grad is None else t.grad for t in leaves]
+        for t in leaves:
+            t.grad = None
+        return grads
+
+    def _grads_at(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """d loss / d leaves, scaled as backward scales losses."""
+        self._scaled(loss).backward(inputs=leaves, retain_graph=True)
+        return self._take(leaves)
 
     def vae_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL."""
@@ -139,30 +159,47 @@ class Trainer:
         kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
         with self.autocast():
             fwd = steps.vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"],
-                                       x, self._draw((b, d)), self._draw((b, d)), self.cfg.loss.fake_sources)
+                                       x, self._draw((b, d)), self._draw((b, d)), self.cfg.loss.fake_sources,
+                                       detach_fakes=True)
             logs = steps.discriminator_loss(fwd, self.cfg.loss)
             logs.update(steps.generator_losses(fwd, self.cfg.loss, kl_w))
         if not self._all_finite(logs):
             return logs
         train_dis, adv_on = self._balance(logs)
-        logs["weight/adv"] = self._adversarial_weight(fwd, logs, adv_on)
         logs["train/dis_updated"] = torch.tensor(float(train_dis))
-        self.discriminator_step(logs, train_dis)
-        self.generator_step(logs, kl_w)
+        dis_grad_at_fakes = self.discriminator_step(fwd, logs, train_dis)
+        self.generator_step(fwd, logs, kl_w, adv_on, dis_grad_at_fakes)
         return logs
 
-    def discriminator_step(self, logs: dict[str, torch.Tensor], train: bool) -> None:
+    def discriminator_step(self, fwd: steps.Forward, logs: dict[str, torch.Tensor],
+                           train: bool) -> list[torch.Tensor] | None:
         """The discriminator learns from the GAN loss only. A paused discriminator still runs
-        its backward (scaled by zero) so that data-parallel gradient hooks stay in step."""
-        self._backward(logs["loss/dis"] * float(train), "discriminator", retain=True)
-        self.active["discriminator"] = train
+        its backward (scaled by zero) so that data-parallel gradient hooks stay in step.
 
-    def generator_step(self, logs: dict[str, torch.Tensor], kl_w: float) -> None:
-        """Encoder: beta * KL + Dis_l. Decoder: gamma * Dis_l + w_adv * GAN."""
-        enc_loss = kl_w * logs["loss/kl"] + logs["loss/dis_l"]
-        dec_loss = self.cfg.loss.gamma * logs["loss/dis_l"] + logs["weight/adv"] * logs["loss/gan"]
-        self._backward(enc_loss, "encoder", retain=True)
-        self._backward(dec_loss, "decoder")
+        With the original minimax loss the same pass gives the GAN loss's gradient at the fakes
+        (minus this loss's), which is returned; else None."""
+        reuse = train and self.cfg.loss.adversarial == "original"
+        leaves = fwd.fake_inputs if reuse else []
+        self._backward(logs["loss/dis"] * float(train), "discriminator", retain=True, leaves=leaves)
+        self.active["discriminator"] = train
+        return [-g for g in self._take(leaves)] if reuse else None
+
+    def generator_step(self, fwd: steps.Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
+                       gan_grad_at_fakes: list[torch.Tensor] | None) -> None:
+        """Encoder: beta * KL + Dis_l. Decoder: gamma * Dis_l + w_adv * GAN.
+
+        Both are chained from the losses' gradients at the fakes the discriminator read."""
+        lc, fakes = self.cfg.loss, [f for f in (fwd.x_rec, fwd.x_prior) if f is not None]
+        dis_l = self._grads_at(logs["loss/dis_l"], fwd.fake_inputs[:1])[0]
+        gan = gan_grad_at_fakes
+        if gan is None:
+            gan = self._grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else [torch.zeros_like(f) for f in fakes]
+        w_adv = logs["weight/adv"] = self._adversarial_weight(fakes, dis_l, gan, adv_on)
+        decoder_grads = [lc.gamma * dis_l + w_adv * gan[0], *(w_adv * g for g in gan[1:])]
+        torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
+                                inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
+        torch.autograd.backward([self._scaled(kl_w * logs["loss/kl"]), fakes[0]], [None, dis_l.to(fakes[0].dtype)],
+                                inputs=list(self.nets["encoder"].parameters()))
 
     def _balance(self, logs) -> tuple[bool, bool]:
         """(train the discriminator, give the decoder its adversarial term) for this step."""
@@ -174,14 +211,21 @@ class Trainer:
             train_dis, train_dec = eq_dis, train_dec and eq_dec
         return train_dis, train_dec
 
-    def _adversarial_weight(self, fwd: steps.Forward, logs, adv_on: bool) -> torch.Tensor:
+    def _adversarial_weight(self, fakes: list[torch.Tensor], dis_l: torch.Tensor, gan: list[torch.Tensor],
+                            adv_on: bool) -> torch.Tensor:
+        """0 before the adversarial term starts, 1, or (adaptive) the ratio of the Dis_l and GAN
+        gradient norms at the decoder's last layer; dis_l, gan: the losses' gradients at the fakes."""
         if not adv_on:
             return torch.zeros((), device=self.device)
         if not self.cfg.loss.adaptive_weight:
             return torch.ones((), device=self.device)
-        decoder = self.accelerator.unwrap_model(self.nets["decoder"])
-        return losses.adaptive_weight(self.cfg.loss.gamma * logs["loss/dis_l"], logs["loss/gan"],
-                                      decoder.last_layer, self.cfg.loss.adaptive_weight_max)
+        last = self.accelerator.unwrap_model(self.nets["decoder"]).last_layer
+        unscale = self._scaled(torch.ones((), device=self.device)).detach()
+        g_rec = torch.autograd.grad(fakes[0], last, (self.cfg.loss.gamma * dis_l / unscale).to(fakes[0].dtype),
+                                    retain_graph=True)[0]
+        g_adv = torch.autograd.grad(fakes, last, [(g / unscale).to(f.dtype) for g, f in zip(gan, fakes)],
+                                    retain_graph=True)[0]
+        return losses.gradient_ratio(g_rec, g_adv, self.cfg.loss.adaptive_weight_max)
 
     def _all_finite(self, logs: dict[str, torch.Tensor]) -> bool:
         """All ranks agree: every loss term finite (a NaN anywhere skips the step everywhere)."""

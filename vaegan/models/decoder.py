@@ -11,11 +11,7 @@ DECODER_CHANNELS = {2: (256, 64), 3: (256, 128, 32), 4: (256, 128, 64, 32)}
 
 
 class Decoder(nn.Module):
-    """z: (B, latent_dim) -> images (B, 3, R, R) in [-1, 1].
-
-    ``chunks`` tells the batch norms that the batch is several sources stacked (e.g. posterior
-    and prior latents) whose statistics must stay apart.
-    """
+    """z: (B, latent_dim) -> images (B, 3, R, R) in [-1, 1]."""
 
     def __init__(self, resolution: int = 64, latent_dim: int = 128, width: float = 1.0, norm: str = "batch"):
         super().__init__()
@@ -39,11 +35,11 @@ class Decoder(nn.Module):
         """The weight the adaptive adversarial weight measures gradient norms at."""
         return self.to_rgb.weight
 
-    def forward(self, z: torch.Tensor, chunks: int = 1) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.fc(z).view(z.shape[0], self.base, 8, 8)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
-        h = torch.relu(self.fc_norm(h, chunks))
+        h = torch.relu(self.fc_norm(h))
         for deconv, norm in zip(self.deconvs, self.norms):
-            h = torch.relu(norm(deconv(h), chunks))
+            h = torch.relu(norm(deconv(h)))
         return torch.tanh(self.to_rgb(h))

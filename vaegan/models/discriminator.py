@@ -14,8 +14,7 @@ class Discriminator(nn.Module):
     """x: (B, 3, R, R) in [-1, 1] -> (logits (B,), features (B, C, 8, 8)).
 
     The features are Dis_l: the last conv's output before its norm (the 4th conv at 64 px),
-    the layer whose distance replaces pixel error as the reconstruction loss. ``chunks``
-    keeps batch-norm statistics of stacked sources (real, recon, prior) apart.
+    the layer whose distance replaces pixel error as the reconstruction loss.
     """
 
     def __init__(self, resolution: int = 64, width: float = 1.0, fc: int = 512, norm: str = "batch"):
@@ -33,10 +32,10 @@ class Discriminator(nn.Module):
         self.fc_norm = Norm(norm, fc)
         self.to_logit = nn.Linear(fc, 1)
 
-    def forward(self, x: torch.Tensor, chunks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.relu(self.conv_in(x))
         for conv, norm in zip(self.convs, self.norms):
             features = conv(h)
-            h = torch.relu(norm(features, chunks))
-        h = torch.relu(self.fc_norm(self.fc(h.flatten(1)), chunks))
+            h = torch.relu(norm(features))
+        h = torch.relu(self.fc_norm(self.fc(h.flatten(1))))
         return self.to_logit(h).squeeze(1), features

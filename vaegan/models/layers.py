@@ -2,43 +2,119 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 
 
-class ChunkedBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm whose training statistics are taken per chunk of the batch.
+class BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm for both conv (B, C, H, W) and fully connected (B, C) activations.
 
-    The trainer runs the discriminator once over ``cat([real, recon, prior])`` and the decoder
-    once over ``cat([z, z_prior])`` for speed. Normalising each chunk on its own keeps that
-    identical to separate passes (and keeps real and fake statistics apart, as GAN practice
-    asks); running statistics are updated once per chunk, as separate passes would.
+    The VAE-GAN step calls each network once per source (real, reconstructed, prior), so the
+    training statistics of real and fake images stay apart, as GAN practice asks.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in (2, 4):
             raise ValueError(f"expected 2D or 4D input, got {x.dim()}D")
 
-    def forward(self, x: torch.Tensor, chunks: int = 1) -> torch.Tensor:  # type: ignore[override]
-        if chunks == 1 or not self.training:
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t)
+    return t
+
+
+def _sum(t: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Per-channel sum accumulated in float64, as PyTorch's CPU batch norm accumulates."""
+    return t.sum(dims, dtype=torch.float64)
+
+
+@torch.no_grad()
+def _global_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, biased variance, count) per channel over every process's batch, float64.
+
+    Two passes (the mean, then squared deviations from it) rather than E[x^2] - E[x]^2, so
+    nearly constant channels lose nothing to cancellation.
+    """
+    dims, shape = [0, *range(2, x.dim())], [1, -1] + [1] * (x.dim() - 2)
+    xf = x.float()
+    count_sum = _all_reduce(torch.cat([_sum(xf, dims), xf.new_tensor([x.numel() / x.shape[1]], dtype=torch.float64)]))
+    count, mean = count_sum[-1], count_sum[:-1] / count_sum[-1]
+    var = _all_reduce(_sum((xf - mean.float().view(shape)).pow(2), dims)) / count
+    return mean, var, count
+
+
+class _SyncBatchNormFn(torch.autograd.Function):
+    """Normalise with global statistics; the backward's means are global too.
+
+    dx = w / sigma * (g - mean(g) - x_hat * mean(g * x_hat)), both means over every process's
+    batch; dw, db are this process's sums (data parallelism adds those up).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, invstd, count):
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        x_hat = (x.float() - mean.view(shape)) * invstd.view(shape)
+        ctx.save_for_backward(x_hat, invstd, weight)
+        ctx.count = count
+        return (x_hat * weight.view(shape) + bias.view(shape)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        x_hat, invstd, weight = ctx.saved_tensors
+        dims, shape = [0, *range(2, g.dim())], [1, -1] + [1] * (g.dim() - 2)
+        gf = g.float()
+        local = torch.cat([_sum(gf, dims), _sum(gf * x_hat, dims)])
+        grad_bias, grad_weight = (t.to(weight.dtype) for t in local.chunk(2))
+        mean_g, mean_gx = (t.float().view(shape) for t in (_all_reduce(local.clone()) / ctx.count).chunk(2))
+        dx = (gf - mean_g - x_hat * mean_gx) * (invstd * weight.float()).view(shape)
+        return dx.to(g.dtype), grad_weight, grad_bias, None, None, None
+
+
+class SyncBatchNorm(BatchNorm):
+    """BatchNorm whose training statistics cover the batch of every data-parallel process.
+
+    Statistics and their gradients are all-reduced with plain ``torch.distributed`` calls, so
+    it runs on any backend (NCCL on GPUs, gloo on CPUs) and a run on N processes normalises
+    as one process would over the global batch. Outside a multi-process group, or in eval
+    mode, it is a plain BatchNorm; its state dict is BatchNorm's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(chunks)
-        return torch.cat(
-            [
-                F.batch_norm(c, self.running_mean, self.running_var, self.weight, self.bias, True, self.momentum, self.eps)
-                for c in x.chunk(chunks)
-            ]
-        )
+        self._check_input_dim(x)
+        if not self.affine:
+            raise ValueError("SyncBatchNorm needs affine=True")
+        mean, var, count = _global_stats(x)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var * count / (count - 1).clamp_min(1)).to(self.running_var.dtype), m)
+        invstd = torch.rsqrt(var + self.eps).float()
+        return _SyncBatchNormFn.apply(x, self.weight, self.bias, mean.float(), invstd, count)
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Make every :class:`BatchNorm` in ``module`` a :class:`SyncBatchNorm`, in place.
+
+    Only the class changes (the two hold the same state), so checkpoints and exports stay
+    interchangeable.
+    """
+    for m in module.modules():
+        if type(m) is BatchNorm:
+            m.__class__ = SyncBatchNorm
+    return module
 
 
 class Norm(nn.Module):
-    """A norm chosen by name: batch (chunk-aware), group, or none."""
+    """A norm chosen by name: batch, group, or none."""
 
     def __init__(self, kind: str, channels: int):
         super().__init__()
         if kind == "batch":
-            self.norm = ChunkedBatchNorm(channels)
+            self.norm = BatchNorm(channels)
         elif kind == "group":
             self.norm = nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels)
         elif kind == "none":
@@ -47,9 +123,7 @@ class Norm(nn.Module):
             raise ValueError(f"unknown norm {kind!r}; choose batch, group or none")
         self.kind = kind
 
-    def forward(self, x: torch.Tensor, chunks: int = 1) -> torch.Tensor:
-        if self.kind == "batch":
-            return self.norm(x, chunks)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "group" and x.dim() == 2:
             return self.norm(x[:, :, None, None])[:, :, 0, 0]
         return self.norm(x)
