@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quickstart: set up, train the plain-VAE baseline and the Larsen VAE-GAN on the built-in
-# procedural faces (no download), then compare them. About 10 minutes on a 2-core CPU.
+# procedural faces (no download), then compare them. About 7 minutes on a 2-core CPU, install included.
 #   OUT   where the runs go (default: runs/quickstart-<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
