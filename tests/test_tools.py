@@ -5,6 +5,7 @@ import csv
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -316,10 +317,19 @@ class RendererMeasure:
 
 
 @pytest.fixture(scope="module")
-def attribute_faces(vae_model):
+def attribute_model(request):
+    """The model the attribute-vector tests edit with: the suite's small VAE, or the run or export
+    that VAEGAN_ATTRIBUTE_CHECKPOINT names (a model trained long enough to draw smiles, e.g.
+    configs/quickstart_vaegan.yaml with train.max_steps=8000; the smile test skips without one)."""
+    path = os.environ.get("VAEGAN_ATTRIBUTE_CHECKPOINT")
+    return load_pretrained(path) if path else request.getfixturevalue("vae_model")
+
+
+@pytest.fixture(scope="module")
+def attribute_faces(attribute_model):
     """Labelled training faces (for the vectors) and held-out faces (to edit), drawn once."""
-    data, _ = vaegan.labelled_images(vae_model.config, "smiling", limit=800)
-    val = read_split("val", vae_model.config, limit=96)
+    data, _ = vaegan.labelled_images(attribute_model.config, "smiling", limit=800)
+    val = read_split("val", attribute_model.config, limit=96)
     return data, val
 
 
@@ -365,18 +375,19 @@ def test_renderer_measure_reads_the_ground_truth():
 
 
 @pytest.mark.parametrize("name", ["skin_tone", "pose"])
-def test_attribute_vectors_move_faces_along_the_attribute(vae_model, attribute_faces, name):
-    carried, up, down, se = _edit_gain(vae_model, attribute_faces, name)
+def test_attribute_vectors_move_faces_along_the_attribute(attribute_model, attribute_faces, name):
+    carried, up, down, se = _edit_gain(attribute_model, attribute_faces, name)
     assert up > 0.2 and up > 5 * se  # in the attribute's own units, e.g. a fifth of the skin-tone range
     assert down < 0
 
 
-def test_adding_the_smile_vector_makes_faces_smile(vae_model, attribute_faces):
-    carried, up, down, se = _edit_gain(vae_model, attribute_faces, "smiling")
+def test_adding_the_smile_vector_makes_faces_smile(attribute_model, attribute_faces):
+    carried, up, down, se = _edit_gain(attribute_model, attribute_faces, "smiling")
     if carried < 0.1:
         pytest.skip(f"this model does not draw smiles: its reconstructions keep {carried:.2f} of the renderer's "
                     f"frown-to-smile change, so no latent direction can add one (edit gain {up:.3f} +- {se:.3f}); "
-                    f"a model trained for thousands of steps keeps enough (README, Latent attribute vectors)")
+                    f"a model trained for thousands of steps keeps enough: set VAEGAN_ATTRIBUTE_CHECKPOINT to one "
+                    f"(README, Latent attribute vectors)")
     assert up > 0.05 and up > 4 * se
     assert down < 0
 
