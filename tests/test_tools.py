@@ -386,7 +386,7 @@ def test_adding_the_smile_vector_makes_faces_smile(attribute_model, attribute_fa
     if carried < 0.1:
         pytest.skip(f"this model does not draw smiles: its reconstructions keep {carried:.2f} of the renderer's "
                     f"frown-to-smile change, so no latent direction can add one (edit gain {up:.3f} +- {se:.3f}); "
-                    f"a model trained for thousands of steps keeps enough: set VAEGAN_ATTRIBUTE_CHECKPOINT to one "
+                    f"set VAEGAN_ATTRIBUTE_CHECKPOINT to a model trained for thousands of steps "
                     f"(README, Latent attribute vectors)")
     assert up > 0.05 and up > 4 * se
     assert down < 0
