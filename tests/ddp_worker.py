@@ -18,10 +18,17 @@ out = Path(sys.argv[1])
 cfg = tiny_config("model.norm=group", "train.precision=fp32", "train.max_steps=4", "train.batch_size=16",
                   "train.checkpoint_every_steps=0", "loss.fake_sources=both", *sys.argv[2:])
 trainer = Trainer(cfg, out / "run")
-trainer.fit()
 rank = trainer.accelerator.process_index
-tensors = {f"{net}.{k}": v.detach().cpu().contiguous()
-           for net, module in trainer.nets.items()
-           for k, v in trainer.accelerator.unwrap_model(module).state_dict().items()}
-save_file(tensors, str(out / f"rank{rank}.safetensors"))
+
+
+def weights() -> dict:
+    return {f"{net}.{k}": v.detach().cpu().clone().contiguous()
+            for net, module in trainer.nets.items()
+            for k, v in trainer.accelerator.unwrap_model(module).state_dict().items()}
+
+
+initial = weights()
+trainer.fit()
+save_file(initial, str(out / f"rank{rank}-initial.safetensors"))
+save_file(weights(), str(out / f"rank{rank}.safetensors"))
 torch.distributed.barrier() if torch.distributed.is_initialized() else None

@@ -46,11 +46,13 @@ def _fast_step(tr: Trainer):
     return logs, grads, before, x, eps, z_prior
 
 
-def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_weight: float = 1.0):
-    nets = {k: copy.deepcopy(v).float().to(memory_format=torch.contiguous_format) for k, v in nets.items()}
+def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_weight: float = 1.0,
+               memory_format=torch.contiguous_format):
+    nets = {k: copy.deepcopy(v).float().to(memory_format=memory_format) for k, v in nets.items()}
     kl_w = losses.kl_weight(tr.step, tr.cfg.loss.beta, tr.cfg.loss.kl_warmup_steps)
     logs = reference_gradients(nets["encoder"], nets["decoder"], nets["discriminator"],
-                               x.float().contiguous(), eps, z_prior, tr.cfg.loss, kl_w, adv_weight)
+                               x.float().contiguous(memory_format=memory_format), eps, z_prior, tr.cfg.loss, kl_w,
+                               adv_weight)
     return logs, {k: [p.grad for p in v.parameters()] for k, v in nets.items()}
 
 
@@ -135,18 +137,21 @@ def test_paused_discriminator_gets_no_gradient(tmp_path):
 
 
 def test_fp32_channels_last_step_matches_reference(tmp_path):
-    """Channels last on CPU: the same step, but its batch-norm backward sums less exactly (up to
-    about 2e-2 of a tensor's largest entry in the discriminator's first layers, where the real
-    and fake terms nearly cancel; float64 says the contiguous result is the exact one)."""
+    """Channels last on CPU: the same step as the reference run in channels last, to rounding.
+    Against the contiguous reference only as close as channels-last kernels sum (measured on the
+    built-in faces: up to 4e-3 of a tensor's largest entry, the same for the reference itself run
+    in channels last; earlier faces gave up to 2e-2 in the discriminator's first layers, where the
+    real and fake terms nearly cancel)."""
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=true")
     logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior)
+    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior, memory_format=torch.channels_last)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
+    _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
+    _, contiguous_grads = _reference(tr, before, x, eps, z_prior)
     for name in ("encoder", "decoder", "discriminator"):
-        assert _cosine(grads[name], ref_grads[name]) > 0.99999, name
-        assert all((g - e).abs().max() <= 0.1 * e.abs().max() for g, e in zip(grads[name], ref_grads[name])), name
-    assert _close(grads["encoder"], ref_grads["encoder"], rtol=1e-4)
+        assert _cosine(grads[name], contiguous_grads[name]) > 0.99999, name
+        assert all((g - e).abs().max() <= 0.1 * e.abs().max() for g, e in zip(grads[name], contiguous_grads[name])), name
 
 
 def test_bf16_step_matches_fp32_reference(tmp_path):

@@ -319,8 +319,7 @@ class RendererMeasure:
 @pytest.fixture(scope="module")
 def attribute_model(request):
     """The model the attribute-vector tests edit with: the suite's small VAE, or the run or export
-    that VAEGAN_ATTRIBUTE_CHECKPOINT names (a model trained long enough to draw smiles, e.g.
-    configs/quickstart_vaegan.yaml with train.max_steps=8000; the smile test skips without one)."""
+    that VAEGAN_ATTRIBUTE_CHECKPOINT names (e.g. configs/quickstart_vaegan.yaml trained longer)."""
     path = os.environ.get("VAEGAN_ATTRIBUTE_CHECKPOINT")
     return load_pretrained(path) if path else request.getfixturevalue("vae_model")
 
@@ -328,22 +327,25 @@ def attribute_model(request):
 @pytest.fixture(scope="module")
 def attribute_faces(attribute_model):
     """Labelled training faces (for the vectors) and held-out faces (to edit), drawn once."""
-    data, _ = vaegan.labelled_images(attribute_model.config, "smiling", limit=800)
-    val = read_split("val", attribute_model.config, limit=96)
+    data, _ = vaegan.labelled_images(attribute_model.config, "smiling", limit=2000)
+    val = read_split("val", attribute_model.config, limit=512)
     return data, val
 
 
-def _edit_gain(model, faces, name: str, alpha: float = 1.5):
+def _edit_gain(model, faces, name: str, alpha: float = 1.5) -> dict:
     """Reading gains of +alpha and -alpha edits over reconstructions, on held-out faces lacking the attribute.
 
-    Also the fraction of the attribute that the model's reconstructions carry at all: each face is
-    rendered at the attribute's two ends, and the readings of their reconstructions compared.
-    Returns (carried, mean gain up, mean gain down, standard error of the gain up).
+    Also how much of the attribute the model's reconstructions carry at all (``carried``): each
+    face is rendered at the attribute's two ends and the readings of their reconstructions
+    compared, as a fraction of the range. ``linear`` is the gain the +alpha edit would have if the
+    vector moved images along the attribute as far as reconstructions do: alpha times the gap in
+    ground truth between the positives and negatives the vector averages, times ``carried``.
     """
     from vaegan.attributes import MIDPOINTS, binarise
 
     vae, (data, val) = model.vae, faces
-    labels = binarise(torch.tensor([data.dataset.params(i)[name] for i in data.indices]), name)
+    truth = torch.tensor([data.dataset.params(i)[name] for i in data.indices])
+    labels = binarise(truth, name)
     vector = vaegan.attribute_vector(vae, data.images, labels)
     n = len(val.indices)
     measure = RendererMeasure(val.dataset, val.indices, name)
@@ -355,10 +357,12 @@ def _edit_gain(model, faces, name: str, alpha: float = 1.5):
     base = measure(reconstruct(vae, val.images[lacking]), lacking)
     up = measure(vaegan.edit_attribute(vae, val.images[lacking], vector, alpha), lacking) - base
     down = measure(vaegan.edit_attribute(vae, val.images[lacking], vector, -alpha), lacking) - base
-    se = (up.std() / len(up) ** 0.5).item()
-    print(f"{name}: reconstructions carry {carried:.2f} of it; edit gain +{alpha}: {up.mean():.3f} (se {se:.3f}), "
-          f"-{alpha}: {down.mean():.3f}")
-    return carried, up.mean().item(), down.mean().item(), se
+    gap = (truth[labels > 0].mean() - truth[labels < 0].mean()).item()
+    out = {"carried": carried, "up": up.mean().item(), "down": down.mean().item(),
+           "se_up": (up.std() / len(up) ** 0.5).item(), "se_down": (down.std() / len(down) ** 0.5).item(),
+           "linear": alpha * gap * carried}
+    print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in out.items()))
+    return out
 
 
 def test_renderer_measure_reads_the_ground_truth():
@@ -376,20 +380,19 @@ def test_renderer_measure_reads_the_ground_truth():
 
 @pytest.mark.parametrize("name", ["skin_tone", "pose"])
 def test_attribute_vectors_move_faces_along_the_attribute(attribute_model, attribute_faces, name):
-    carried, up, down, se = _edit_gain(attribute_model, attribute_faces, name)
-    assert up > 0.2 and up > 5 * se  # in the attribute's own units, e.g. a fifth of the skin-tone range
-    assert down < 0
+    g = _edit_gain(attribute_model, attribute_faces, name)
+    assert g["up"] > 0.2 and g["up"] > 5 * g["se_up"]  # in the attribute's own units, e.g. a fifth of the skin-tone range
+    assert g["down"] < 0
 
 
 def test_adding_the_smile_vector_makes_faces_smile(attribute_model, attribute_faces):
-    carried, up, down, se = _edit_gain(attribute_model, attribute_faces, "smiling")
-    if carried < 0.1:
-        pytest.skip(f"this model does not draw smiles: its reconstructions keep {carried:.2f} of the renderer's "
-                    f"frown-to-smile change, so no latent direction can add one (edit gain {up:.3f} +- {se:.3f}); "
-                    f"set VAEGAN_ATTRIBUTE_CHECKPOINT to a model trained for thousands of steps "
-                    f"(README, Latent attribute vectors)")
-    assert up > 0.05 and up > 4 * se
-    assert down < 0
+    """The smile is the small-scale case: the suite's 300-step VAE draws only a few percent of a
+    grin, so the test asks that the vector deliver a real share of what the model can draw, well
+    outside the noise; a longer-trained model (VAEGAN_ATTRIBUTE_CHECKPOINT) must pass the same."""
+    g = _edit_gain(attribute_model, attribute_faces, "smiling")
+    assert g["carried"] > 0.02, f"the model's reconstructions keep only {g['carried']:.3f} of a frown-to-grin change"
+    assert g["up"] > 4 * g["se_up"] and g["down"] < -4 * g["se_down"]
+    assert g["up"] > 0.2 * g["linear"]
 
 
 def test_cli_attribute_on_the_models_dataset_and_saved_vector(trained_vaegan_run, face_folder, tmp_path, capsys):

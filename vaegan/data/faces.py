@@ -28,7 +28,7 @@ _SALT = 0xFACE5  # keeps these streams apart from any other use of the same seed
 
 # Ground-truth attributes, each a key of the parameter dict that ``render`` draws from.
 ATTR_NAMES = (
-    "smiling",  # [-1, 1]: mouth curvature; > 0 smiles, < 0 frowns
+    "smiling",  # [-1, 1]: > 0 an open grin (wider, teeth, raised cheeks, narrowed eyes); < 0 a frown
     "glasses",  # 0 or 1
     "hair_colour",  # [0, 1]: black, brown, auburn, golden, platinum
     "skin_tone",  # [0, 1]: light to dark
@@ -229,17 +229,17 @@ def _head_back(cv: _Canvas, p: dict, rx: float, ry: float, hair: np.ndarray, ski
 
 
 def _face(cv: _Canvas, p: dict, rx: float, ry: float, skin: np.ndarray) -> None:
-    """Shaded face, blush and freckles."""
+    """Shaded face, blush (raised and deepened by a smile) and freckles."""
     w = cv.window(-rx - 0.05, rx + 0.05, -ry - 0.05, ry + 0.05)
     u, v = w.u, w.v
     shade = 1.0 - 0.10 * (u * u + v * v) - 0.05 * p["pose"] * u
     w.rgb += w.cov(_ellipse(u, v, 0.0, 0.0, rx, ry))[..., None] * (skin * shade[..., None] - w.rgb)
-    shift = 0.22 * p["pose"]
-    for side in (-1.0, 1.0):
-        cx = side * 0.5 + shift
-        w = cv.window(cx - 0.45, cx + 0.45, 0.0, 0.6)
-        r2 = ((w.u - cx) / 0.2) ** 2 + ((w.v - 0.3) / 0.12) ** 2
-        w.paint(p["blush"] * np.exp(-r2), (0.95, 0.45, 0.45))
+    shift, grin = 0.22 * p["pose"], max(p["smiling"], 0.0)
+    for side in (-1.0, 1.0):  # smiles raise the cheeks and redden them
+        cx, cy = side * 0.5 + shift, 0.3 - 0.08 * grin
+        w = cv.window(cx - 0.45, cx + 0.45, cy - 0.3, cy + 0.3)
+        r2 = ((w.u - cx) / 0.2) ** 2 + ((w.v - cy) / 0.12) ** 2
+        w.paint((p["blush"] + 0.45 * grin) * np.exp(-r2), (0.95, 0.45, 0.45))
     if p["freckles"]:
         w = cv.window(shift - 0.7, shift + 0.7, 0.05, 0.35)
         fu = p["freckle_uv"][:, 0] * 0.5 + np.sign(p["freckle_uv"][:, 0]) * 0.15 + shift
@@ -249,13 +249,15 @@ def _face(cv: _Canvas, p: dict, rx: float, ry: float, skin: np.ndarray) -> None:
 
 
 def _eyes(cv: _Canvas, p: dict) -> None:
-    """Whites, iris, pupil and highlight (gaze moves them), lids and brows; the far eye is narrower."""
+    """Whites, iris, pupil and highlight (gaze moves them), lids and brows; the far eye is narrower.
+    Smiles narrow the eyes, frowns lower the brows and draw their inner ends down."""
     shift, size = 0.22 * p["pose"], p["eye_size"]
+    grin, scowl = max(p["smiling"], 0.0), max(-p["smiling"], 0.0)
     for side in (-1.0, 1.0):
         width = size * (1.0 + 0.2 * side * p["pose"])
-        height = size * (0.45 + 0.45 * p["eyes_open"])
+        height = size * (0.45 + 0.45 * p["eyes_open"]) * (1.0 - 0.5 * grin)
         ex, ey = side * p["eye_x"] + shift, p["eye_y"]
-        by = ey - height - 0.12 - p["brow_raise"]
+        by = ey - height - 0.12 - p["brow_raise"] + 0.05 * scowl
         w = cv.window(ex - 1.3 * width - 0.05, ex + 1.3 * width + 0.05, by - 0.15, ey + height + 0.05)
         u, v = w.u, w.v
         white = _ellipse(u, v, ex, ey, width, height)
@@ -271,21 +273,25 @@ def _eyes(cv: _Canvas, p: dict) -> None:
         w.paint(w.cov(np.abs(white) - 0.012), (0.15, 0.08, 0.06))
         lid = _arc(u, v, ex, ey - height * 0.9, width * 1.05, -0.25 * height, 0.0, 0.02, taper=0.6)
         w.paint(w.cov(lid), (0.08, 0.05, 0.04))
-        brow = _arc(u, v, ex, by, width * 1.2, -0.04, side * p["brow_tilt"], p["brow_thick"], taper=0.5)
+        brow = _arc(u, v, ex, by, width * 1.2, -0.04, side * (p["brow_tilt"] - 0.1 * scowl), p["brow_thick"],
+                    taper=0.5)
         w.paint(w.cov(brow), p["brow_colour"])
 
 
 def _nose_mouth(cv: _Canvas, p: dict, skin: np.ndarray) -> None:
-    """Nose shading and nostrils; a mouth whose curvature is the smile, open mouths show teeth."""
+    """Nose shading and nostrils; the mouth: corners up in a smile and down in a frown, smiles
+    widen and open it into a grin, open mouths show teeth."""
     nx, ns = 0.32 * p["pose"], p["nose_size"]
     w = cv.window(nx - 0.15 * ns - 0.03, nx + 0.15 * ns + 0.03, 0.15, 0.4)
     w.paint(0.5 * w.cov(_ellipse(w.u, w.v, nx, 0.27, 0.09 * ns, 0.07 * ns)), skin * 0.8)
     w.paint(w.cov(_arc(w.u, w.v, nx - 0.03 * p["pose"], 0.3, 0.1 * ns, 0.05, 0.0, 0.014)), skin * 0.55)
 
-    mx, my, mw = 0.2 * p["pose"], p["mouth_y"], p["mouth_w"]
-    bend, opening = 0.13 * p["smiling"], 0.13 * p["mouth_open"]
+    grin, scowl = max(p["smiling"], 0.0), max(-p["smiling"], 0.0)
+    mx, my = 0.2 * p["pose"], p["mouth_y"] - 0.08 * grin
+    mw = p["mouth_w"] * (1.0 + 0.6 * grin - 0.15 * scowl)
+    bend, opening = 0.13 * p["smiling"], 0.13 * p["mouth_open"] + 0.32 * grin  # smiles are open grins
     lip = (0.65, 0.25, 0.25) * (0.5 + 0.5 * skin)
-    w = cv.window(mx - mw - 0.05, mx + mw + 0.05, my - 0.2, my + 0.32)
+    w = cv.window(mx - mw - 0.05, mx + mw + 0.05, my - 0.2, my + max(bend + opening, 0.0) + 0.1)
     u, v = w.u, w.v
     if opening > 0.01:
         q = np.clip((u - mx) / mw, -1.0, 1.0)
