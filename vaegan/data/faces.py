@@ -234,7 +234,7 @@ def _face(cv: _Canvas, p: dict, rx: float, ry: float, skin: np.ndarray) -> None:
     u, v = w.u, w.v
     shade = 1.0 - 0.10 * (u * u + v * v) - 0.05 * p["pose"] * u
     w.rgb += w.cov(_ellipse(u, v, 0.0, 0.0, rx, ry))[..., None] * (skin * shade[..., None] - w.rgb)
-    shift, grin = 0.22 * p["pose"], max(p["smiling"], 0.0)
+    shift, grin = 0.22 * p["pose"], p["grin"]
     for side in (-1.0, 1.0):  # smiles raise the cheeks and redden them
         cx, cy = side * 0.5 + shift, 0.3 - 0.08 * grin
         w = cv.window(cx - 0.45, cx + 0.45, cy - 0.3, cy + 0.3)
@@ -252,7 +252,7 @@ def _eyes(cv: _Canvas, p: dict) -> None:
     """Whites, iris, pupil and highlight (gaze moves them), lids and brows; the far eye is narrower.
     Smiles narrow the eyes, frowns lower the brows and draw their inner ends down."""
     shift, size = 0.22 * p["pose"], p["eye_size"]
-    grin, scowl = max(p["smiling"], 0.0), max(-p["smiling"], 0.0)
+    grin, scowl = p["grin"], p["scowl"]
     for side in (-1.0, 1.0):
         width = size * (1.0 + 0.2 * side * p["pose"])
         height = size * (0.45 + 0.45 * p["eyes_open"]) * (1.0 - 0.5 * grin)
@@ -286,7 +286,7 @@ def _nose_mouth(cv: _Canvas, p: dict, skin: np.ndarray) -> None:
     w.paint(0.5 * w.cov(_ellipse(w.u, w.v, nx, 0.27, 0.09 * ns, 0.07 * ns)), skin * 0.8)
     w.paint(w.cov(_arc(w.u, w.v, nx - 0.03 * p["pose"], 0.3, 0.1 * ns, 0.05, 0.0, 0.014)), skin * 0.55)
 
-    grin, scowl = max(p["smiling"], 0.0), max(-p["smiling"], 0.0)
+    grin, scowl = p["grin"], p["scowl"]
     mx, my = 0.2 * p["pose"], p["mouth_y"] - 0.08 * grin
     mw = p["mouth_w"] * (1.0 + 0.6 * grin - 0.15 * scowl)
     bend, opening = 0.13 * p["smiling"], 0.13 * p["mouth_open"] + 0.32 * grin  # smiles are open grins
@@ -351,7 +351,8 @@ def render(params: dict, resolution: int) -> torch.Tensor:
     p = params
     skin = _ramp(_SKIN, p["skin_tone"])
     hair = _ramp(_HAIR, p["hair_colour"])
-    p = {**p, "brow_colour": hair * 0.7 + 0.05}
+    # Derived: brow colour; how far the face smiles (grin) or frowns (scowl), each in [0, 1].
+    p = {**p, "brow_colour": hair * 0.7 + 0.05, "grin": max(p["smiling"], 0.0), "scowl": max(-p["smiling"], 0.0)}
     cv = _Canvas(resolution)
     _background(cv, p)
 
