@@ -296,19 +296,18 @@ class RendererMeasure:
     For face i, d_i = render(p_i with the attribute at its top) - render(p_i at its bottom); an
     image's reading is its projection on d_i scaled so that the rendered range maps to the
     attribute's range. Differences of readings of two images of the same face (an edit minus
-    the reconstruction) are in the attribute's ground-truth units.
+    the reconstruction) are in the attribute's ground-truth units. ``ends`` holds the renders:
+    uint8 (2N, 3, R, R), every face at the attribute's bottom, then every face at its top.
     """
 
     def __init__(self, dataset, indices: list[int], name: str):
         from vaegan.attributes import MIDPOINTS
 
         self.low, self.high = (-1.0, 1.0) if MIDPOINTS[name] == 0.0 else (0.0, 1.0)
-        directions = []
-        for i in indices:
-            p = dataset.params(i)
-            high, low = (render({**p, name: v}, dataset.resolution).double() for v in (self.high, self.low))
-            directions.append(high - low)
-        d = torch.stack(directions)
+        self.ends = torch.stack([render({**dataset.params(i), name: v}, dataset.resolution)
+                                 for v in (self.low, self.high) for i in indices])
+        n = len(indices)
+        d = self.ends[n:].double() - self.ends[:n].double()
         self.unit = d / d.flatten(1).norm(dim=1)[:, None, None, None]
         self.scale = (self.high - self.low) / d.flatten(1).norm(dim=1)
 
@@ -349,9 +348,7 @@ def _edit_gain(model, faces, name: str, alpha: float = 1.5) -> dict:
     vector = vaegan.attribute_vector(vae, data.images, labels)
     n = len(val.indices)
     measure = RendererMeasure(val.dataset, val.indices, name)
-    ends = torch.stack([render({**val.dataset.params(i), name: v}, val.dataset.resolution)
-                        for v in (measure.low, measure.high) for i in val.indices])
-    read = measure(reconstruct(vae, ends), list(range(n)) * 2)
+    read = measure(reconstruct(vae, measure.ends), list(range(n)) * 2)
     carried = ((read[n:] - read[:n]).mean() / (measure.high - measure.low)).item()
     lacking = torch.tensor([val.dataset.params(i)[name] < MIDPOINTS[name] for i in val.indices])
     base = measure(reconstruct(vae, val.images[lacking]), lacking)
