@@ -13,17 +13,20 @@ contiguous tensors, and every network run once per source:
 
 The losses are the toolkit's (``vaegan.losses``), so both steps compute the same gradients:
 
-    encoder       <- kl_weight * KL + Dis_l
-    decoder       <- gamma * Dis_l + w_adv * GAN  (w_adv = 1 unless given; adaptive: taming's
-                                                   ratio of gradient norms at the last layer)
-    discriminator <- GAN discriminator loss on real vs fakes (``fake_sources``)
+    encoder       <- kl_weight * KL + rec
+    decoder       <- gamma * rec + w_adv * GAN  (w_adv = 1 unless given; adaptive: taming's
+                                                 ratio of gradient norms at the last layer)
+    discriminator <- GAN discriminator loss on real vs fakes (``fake_sources``) + R1
+
+where rec = Dis_l + pixel_weight * pixel loss; with augmentation parameters every image the
+discriminator reads is augmented (``vaegan.augment``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from vaegan import losses
+from vaegan import augment, losses
 from vaegan.config import LossConfig
 
 
@@ -41,7 +44,8 @@ def _put_grads(module: nn.Module, grads: list[torch.Tensor | None]) -> None:
 
 def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, x: torch.Tensor,
                         eps: torch.Tensor, z_prior: torch.Tensor, loss_cfg: LossConfig,
-                        kl_weight: float, adv_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                        kl_weight: float, adv_weight: float = 1.0, augment_params: dict | None = None,
+                        r1_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """Fill every parameter's ``.grad`` with its network's objective; returns the losses.
 
     x: (B, 3, R, R) in [-1, 1]; eps, z_prior: (B, D) standard normal noise. With
@@ -55,36 +59,42 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     posterior = encoder(x)
     x_rec = decoder(posterior.sample(eps))
     x_prior = decoder(z_prior)
-    _, features_real = discriminator(x)
-    logits_rec, features_rec = discriminator(x_rec)
-    logits_prior, _ = discriminator(x_prior)
+    dis = (lambda img: discriminator(augment.apply(img, augment_params))) if augment_params else discriminator
+    _, features_real = dis(x)
+    logits_rec, features_rec = dis(x_rec)
+    logits_prior, _ = dis(x_prior)
     fakes = {"recon": [logits_rec], "prior": [logits_prior], "both": [logits_rec, logits_prior]}
     logits_fake = torch.cat(fakes[loss_cfg.fake_sources])
 
     kl = losses.kl_loss(posterior)
     dis_l = losses.feature_loss(features_rec, features_real)
+    rec = dis_l + loss_cfg.pixel_weight * losses.pixel_loss(x_rec, x, loss_cfg.recon)
     gan = losses.g_loss(logits_fake, loss_cfg.adversarial)
     if loss_cfg.adaptive_weight and adv_weight:
-        adv_weight = losses.adaptive_weight(loss_cfg.gamma * dis_l, gan, decoder.last_layer,
+        adv_weight = losses.adaptive_weight(loss_cfg.gamma * rec, gan, decoder.last_layer,
                                             loss_cfg.adaptive_weight_max)
 
-    # Encoder: KL + Dis_l. Keep only the encoder's gradients.
-    (kl_weight * kl + dis_l).backward(retain_graph=True)
+    # Encoder: KL + rec. Keep only the encoder's gradients.
+    (kl_weight * kl + rec).backward(retain_graph=True)
     encoder_grads = _take_grads(encoder)
     decoder.zero_grad(set_to_none=True)
     discriminator.zero_grad(set_to_none=True)
 
-    # Decoder: gamma * Dis_l + w_adv * GAN. Keep only the decoder's gradients.
-    (loss_cfg.gamma * dis_l + adv_weight * gan).backward(retain_graph=True)
+    # Decoder: gamma * rec + w_adv * GAN. Keep only the decoder's gradients.
+    (loss_cfg.gamma * rec + adv_weight * gan).backward(retain_graph=True)
     decoder_grads = _take_grads(decoder)
     encoder.zero_grad(set_to_none=True)
     discriminator.zero_grad(set_to_none=True)
 
     # Discriminator: a second forward on real and detached fakes.
-    logits_real, _ = discriminator(x)
+    real = x.detach().requires_grad_(r1_weight > 0)
+    logits_real, _ = dis(real)
     fake_images = {"recon": [x_rec], "prior": [x_prior], "both": [x_rec, x_prior]}[loss_cfg.fake_sources]
-    logits_fake_d = torch.cat([discriminator(f.detach())[0] for f in fake_images])
+    logits_fake_d = torch.cat([dis(f.detach())[0] for f in fake_images])
     d_loss = losses.d_loss(logits_real, logits_fake_d, loss_cfg.adversarial)
+    if r1_weight > 0:
+        (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+        d_loss = d_loss + r1_weight * grad.pow(2).flatten(1).sum(1).mean()
     d_loss.backward()
 
     _put_grads(encoder, encoder_grads)

@@ -17,7 +17,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_step import reference_gradients  # noqa: E402
 from conftest import tiny_config  # noqa: E402
-from vaegan import losses  # noqa: E402
+from vaegan import augment, losses  # noqa: E402
 from vaegan.trainer import Trainer  # noqa: E402
 
 LOSS_KEYS = ("loss/kl", "loss/dis_l", "loss/gan", "loss/dis")
@@ -42,6 +42,8 @@ def _fast_step(tr: Trainer):
     grads = {k: [p.grad.detach().float().clone() for p in v.parameters()] for k, v in tr.nets.items()}
     tr.noise.set_state(state)  # the step's noise, drawn again in the same order
     b, d = x.shape[0], tr.cfg.model.latent_dim
+    kinds = augment.parse(tr.cfg.loss.dis_augment)
+    tr.augment_params = augment.draw(kinds, b, lambda shape: torch.special.ndtr(tr._draw(shape))) if kinds else None
     eps, z_prior = tr._draw((b, d)), tr._draw((b, d))
     return logs, grads, before, x, eps, z_prior
 
@@ -50,9 +52,11 @@ def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_wei
                memory_format=torch.contiguous_format):
     nets = {k: copy.deepcopy(v).float().to(memory_format=memory_format) for k, v in nets.items()}
     kl_w = losses.kl_weight(tr.step, tr.cfg.loss.beta, tr.cfg.loss.kl_warmup_steps)
+    lc = tr.cfg.loss
+    r1_weight = lc.r1_gamma / 2 * lc.r1_every_steps if lc.r1_gamma > 0 and tr.step % lc.r1_every_steps == 0 else 0.0
     logs = reference_gradients(nets["encoder"], nets["decoder"], nets["discriminator"],
-                               x.float().contiguous(memory_format=memory_format), eps, z_prior, tr.cfg.loss, kl_w,
-                               adv_weight)
+                               x.float().contiguous(memory_format=memory_format), eps, z_prior, lc, kl_w,
+                               adv_weight, getattr(tr, "augment_params", None), r1_weight)
     return logs, {k: [p.grad for p in v.parameters()] for k, v in nets.items()}
 
 
@@ -106,6 +110,11 @@ def test_fp32_step_equals_reference(tmp_path):
     ("loss.adaptive_weight=true",),
     ("loss.adaptive_weight=true", "loss.adversarial=hinge", "loss.fake_sources=prior"),
     ("loss.adv_start_step=5",),  # no adversarial term yet: weight 0
+    # the recommended recipe's terms: pixel likelihood in rec, augmentation, R1, resize decoder (not
+    # spectral norm: its power iteration advances on every forward, and the reference runs more)
+    ("loss.pixel_weight=0.5", "loss.dis_augment=color,translation,cutout", "loss.r1_gamma=2.0",
+     "loss.r1_every_steps=1", "loss.adversarial=nonsaturating", "model.dis_norm=none", "model.upsample=resize"),
+    ("loss.pixel_weight=1.0", "loss.adaptive_weight=true", "loss.dis_augment=translation"),
 ])
 def test_step_equals_reference_across_settings(tmp_path, overrides):
     """Every adversarial loss and fake source, accumulation, the adaptive weight and the
@@ -155,13 +164,26 @@ def test_fp32_channels_last_step_matches_reference(tmp_path):
 
 
 def test_bf16_step_matches_fp32_reference(tmp_path):
-    """bf16 autocast, channels last. Bar: per network, cosine similarity to the float32 gradient
-    > 0.98 (measured 0.991 encoder, 0.997 decoder, 0.993 discriminator at this tiny config), and
-    losses within 0.5%."""
+    """bf16 autocast, channels last. How far bf16 rounding moves a gradient depends on the CPU's
+    kernels (a fixed cosine bar of 0.98 failed at one thread on an Intel Xeon: 0.9799), so the bar
+    is measured here: the straightforward reference step under the same bf16 autocast. Its cosine
+    deficit against the float32 reference is bf16's own (measured 2e-3 to 2e-2 per network at 1 and
+    2 threads and on AVX2 kernels). The toolkit's bf16 step must equal the bf16 reference far more
+    closely than that (deficit <= 10% of it; measured 1e-15 encoder and discriminator, 1e-5 to 7e-5
+    decoder, whose gradient the toolkit chains by hand), and be as close to float32 as the bf16
+    reference is. An adversarial gradient leaking into the encoder must fail the elementwise
+    comparison that the toolkit's encoder gradient passes. Losses within 0.5%."""
     tr = _trainer(tmp_path, "train.precision=bf16", "train.channels_last=true")
     logs, grads, before, x, eps, z_prior = _fast_step(tr)
     ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf16_grads = _reference(tr, before, x, eps, z_prior, memory_format=torch.channels_last)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=5e-3, atol=1e-4)
     for name in ("encoder", "decoder", "discriminator"):
-        assert _cosine(grads[name], ref_grads[name]) > 0.98, name
+        natural = 1 - _cosine(bf16_grads[name], ref_grads[name])
+        assert 1 - _cosine(grads[name], bf16_grads[name]) <= 0.1 * natural, name
+        assert 1 - _cosine(grads[name], ref_grads[name]) <= 3 * natural, name
+    assert _close(grads["encoder"], bf16_grads["encoder"], rtol=1e-3)
+    leak = _adversarial_grad_into_encoder(tr, before, x, eps, z_prior)
+    assert not _close([g + a for g, a in zip(grads["encoder"], leak)], bf16_grads["encoder"], rtol=1e-3)

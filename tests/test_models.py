@@ -84,3 +84,19 @@ def test_vae_sample_and_reconstruct_shapes():
     vae = build_vae(ModelConfig(latent_dim=8, width=0.25, enc_fc=16), 32).eval()
     assert vae.sample(3).shape == (3, 3, 32, 32)
     assert vae.reconstruct(torch.zeros(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_resize_decoder_and_spectral_norm_discriminator():
+    from vaegan.config import ModelConfig
+    from vaegan.models import build_decoder, build_discriminator
+
+    cfg = ModelConfig(upsample="resize", dis_spectral_norm=True, dis_norm="none", width=0.25, dis_width=0.5)
+    dec = build_decoder(cfg, 32)
+    assert dec(torch.randn(2, cfg.latent_dim)).shape == (2, 3, 32, 32)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in dec.modules())
+    dis = build_discriminator(cfg, 32)
+    assert dis.conv_in.out_channels == 16  # dis_width, not width
+    for _ in range(20):  # power iteration converges over forwards in train mode
+        dis(torch.randn(4, 3, 32, 32))
+    sigma = torch.linalg.matrix_norm(dis.fc.weight.detach(), ord=2)
+    assert sigma == pytest.approx(1.0, abs=0.05)

@@ -1,9 +1,11 @@
 """End to end through the CLI, and the loss falling on a fixed batch."""
 import json
 
+import pytest
 import torch
 
 from vaegan.cli import main
+from vaegan.io import to_float
 from vaegan.trainer import Trainer
 
 from conftest import TINY, tiny_config
@@ -75,3 +77,29 @@ def test_periodic_evaluation_is_logged(tmp_path):
     assert [line["step"] for line in evals] == [2]
     assert {"eval/SWDx1e3_avg", "eval/hf_ratio", "eval/ssim"} <= evals[0].keys()
     assert 0 < evals[0]["eval/psnr"] < 60
+
+
+def test_ema_ramps_up_and_its_batchnorm_statistics_match_its_weights(tmp_path):
+    from vaegan.ema import ema_decay, recalibrate_batchnorm
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
+    assert ema_decay(0.999, 600) < 0.99  # 0.999^600 left 55% of the initialisation in the average
+    cfg = tiny_config("model.kind=vae", "train.max_steps=40", "train.ema_decay=0.999", "optim.name=adam")
+    tr = Trainer(cfg, tmp_path / "run")
+    init = [p.detach().clone() for p in tr.ema.modules["decoder"].parameters()]
+    tr.fit()
+    live = [p.detach() for p in tr.accelerator.unwrap_model(tr.nets["decoder"]).parameters()]
+    ema = list(tr.ema.modules["decoder"].parameters())
+    to_live = sum(float((e - p).norm()) for e, p in zip(ema, live))
+    to_init = sum(float((e - i).norm()) for e, i in zip(ema, init))
+    assert to_live < to_init  # without the ramp the copy would still sit near the initial weights
+
+    # Recalibrated statistics are the batch statistics of the averaged encoder's own activations.
+    model = tr.inference_model()
+    x = to_float(tr.calibration_x)
+    first_conv, first_norm = model.encoder.convs[0], model.encoder.norms[0].norm
+    with torch.no_grad():
+        h = first_conv(x)
+    torch.testing.assert_close(first_norm.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    recalibrate_batchnorm(model.encoder, model.decoder, x[:64], cfg.model.latent_dim)
+    assert not torch.allclose(first_norm.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)

@@ -41,8 +41,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .generate import sample_to_files
 
     paths = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
-                            use_ema=not args.no_ema)
+                            use_ema=not args.no_ema, prior=args.prior)
     print(f"wrote {len(paths)} file(s): {paths[0] if len(paths) == 1 else Path(args.out)}")
+    return 0
+
+
+def cmd_fit_prior(args: argparse.Namespace) -> int:
+    from .latent_prior import fit_prior
+
+    if args.components < 1 or (args.num_images is not None and args.num_images < args.components):
+        raise ValueError(f"--components must be >= 1 and --num-images >= --components, got {args.components}, "
+                         f"{args.num_images}")
+    path = fit_prior(args.checkpoint, args.components, args.num_images, args.seed)
+    print(f"wrote {path}; sample from it with: vaegan sample --checkpoint {args.checkpoint} --prior gmm --out OUT.png")
     return 0
 
 
@@ -77,7 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--individual", action="store_true", help="one PNG per sample in the --out folder")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if an EMA exists")
+    p.add_argument("--prior", choices=("normal", "gmm"), default="normal",
+                   help="latents from N(0, I), or from the mixture 'vaegan fit-prior' fitted to the training codes")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training images' codes, for --prior gmm")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--components", type=int, default=10)
+    p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit_prior)
 
     p = sub.add_parser("prepare", help="decode/crop/resize a dataset once into a uint8 cache")
     p.add_argument("--config", required=True)

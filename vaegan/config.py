@@ -44,6 +44,10 @@ class ModelConfig:
     enc_fc: int = 1024  # encoder's hidden FC width (Larsen's released code: 1024)
     dis_fc: int = 512
     norm: str = "batch"  # batch | group | none
+    dis_width: float = 0.0  # the discriminator's channel multiplier (0: same as width)
+    dis_norm: str = ""  # the discriminator's norm: batch | group | none ("": same as norm)
+    dis_spectral_norm: bool = False  # spectral normalisation of every discriminator layer
+    upsample: str = "deconv"  # decoder: deconv (Larsen: 5x5 stride-2 transposed convs) | resize (nearest 2x + 3x3 conv)
     logvar_min: float = -30.0
     logvar_max: float = 20.0
 
@@ -55,6 +59,10 @@ class LossConfig:
     gamma: float = 1e-2  # decoder's weight on the Dis_l feature loss against its GAN loss
     adversarial: str = "original"  # original | nonsaturating | hinge
     fake_sources: str = "both"  # what the discriminator sees as fake: recon | prior | both
+    pixel_weight: float = 0.0  # VAE-GAN: add this times the pixel likelihood (loss.recon) to Dis_l
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (0: off)
+    r1_every_steps: int = 16  # lazy R1: applied every this many steps, scaled up to match
+    dis_augment: str = ""  # differentiable augmentation of what the discriminator reads: comma list of color, translation, cutout
     adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
     adaptive_weight_max: float = 1e4
     adv_start_step: int = 0  # no discriminator / adversarial term before this step
@@ -92,7 +100,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     grad_accum_steps: int = 1
     sync_batchnorm: bool = False  # batch-norm statistics over all processes' batches (needs model.norm=batch)
-    ema_decay: float = 0.0  # 0: no EMA copy
+    ema_decay: float = 0.0  # 0: no EMA copy; the decay ramps up as min(ema_decay, (1 + step) / (10 + step))
     max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
     eval_every_steps: int = 0  # 0: no periodic evaluation
     eval_num_images: int = 1000
@@ -121,6 +129,8 @@ CHOICES = {
     "data.resolution": (32, 64, 128),
     "model.kind": ("vaegan", "vae"),
     "model.norm": ("batch", "group", "none"),
+    "model.dis_norm": ("", "batch", "group", "none"),
+    "model.upsample": ("deconv", "resize"),
     "loss.recon": ("gaussian", "l1", "bernoulli"),
     "loss.adversarial": ("original", "nonsaturating", "hinge"),
     "loss.fake_sources": ("recon", "prior", "both"),
@@ -197,6 +207,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.model.logvar_min >= cfg.model.logvar_max:
         raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
+    bad_aug = set(filter(None, cfg.loss.dis_augment.split(","))) - {"color", "translation", "cutout"}
+    if bad_aug:
+        raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
+                          f"give a comma list of color, translation, cutout")
+    if cfg.loss.r1_every_steps < 1:
+        raise ConfigError(f"config key 'loss.r1_every_steps': must be >= 1, got {cfg.loss.r1_every_steps}")
     if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
         raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:

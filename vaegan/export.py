@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from .io import write_text_atomic
 from .pretrained import CONFIG_FILE, EXPORT_FORMAT, WEIGHTS_FILE, load_pretrained, strip_wrappers
-from .tensorfile import write_safetensors
+from .latent_prior import PRIOR_FILE, prior_path
+from .tensorfile import read_safetensors, write_safetensors
 
 
 def export_state(vae, discriminator=None) -> dict[str, torch.Tensor]:
@@ -33,4 +34,7 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
                 "resolution": str(cfg.data.resolution), "latent_dim": str(cfg.model.latent_dim)}
     write_safetensors(out / WEIGHTS_FILE, export_state(vae, dis), metadata)
     write_text_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
+    prior = prior_path(checkpoint)
+    if prior.is_file() and prior != out / PRIOR_FILE:  # the fitted latent prior travels with the weights
+        write_safetensors(out / PRIOR_FILE, *read_safetensors(prior))
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .io import save_grid, save_image
+from .latent_prior import load_prior
 from .latents import BATCH_SIZE, decode_latents, encode_images
 from .pretrained import load_pretrained
 
@@ -18,10 +19,12 @@ INTERPOLATIONS = ("linear", "slerp")
 
 
 @torch.no_grad()
-def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """n prior samples as uint8 (n, 3, R, R); the same seed gives the same images."""
+def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, prior=None) -> torch.Tensor:
+    """n prior samples as uint8 (n, 3, R, R); the same seed gives the same images.
+
+    prior: None for N(0, I), or a fitted ``latent_prior.GaussianMixture`` to draw latents from."""
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.latent_dim, generator=gen)
+    z = prior.sample(n, gen) if prior is not None else torch.randn(n, model.latent_dim, generator=gen)
     return decode_latents(model, z, batch_size)
 
 
@@ -84,11 +87,15 @@ def variations(model, image: torch.Tensor, n: int = 8, scale: float = 1.0, seed:
 # Files in, files out.
 
 def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0, individual: bool = False,
-                    use_ema: bool = True) -> list[Path]:
+                    use_ema: bool = True, prior: str = "normal") -> list[Path]:
+    """prior: "normal" (N(0, I)) or "gmm" (the mixture ``vaegan fit-prior`` fitted for this model)."""
     if n <= 0:
         raise ValueError(f"--n must be positive, got {n}")
+    if prior not in ("normal", "gmm"):
+        raise ValueError(f"--prior must be normal or gmm, got {prior!r}")
     model = load_pretrained(checkpoint, use_ema=use_ema).vae
-    images = sample(model, n, seed)
+    mixture = load_prior(checkpoint, model.latent_dim) if prior == "gmm" else None
+    images = sample(model, n, seed, prior=mixture)
     out = Path(out)
     if not individual:
         save_grid(images, out, nrow=max(1, int(n ** 0.5)))

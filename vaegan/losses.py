@@ -72,6 +72,16 @@ def g_loss(logits_fake: torch.Tensor, kind: str = "original") -> torch.Tensor:
     raise ValueError(f"unknown adversarial loss {kind!r}; choose original, nonsaturating or hinge")
 
 
+def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of |d logit / d x|^2 at real images (Mescheder et al. 2018).
+
+    real: the (B, 3, H, W) leaf the logits were computed from, requiring grad. The gradient is
+    taken with create_graph, so the penalty itself trains the discriminator.
+    """
+    (grad,) = torch.autograd.grad(logits_real.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
 def bce_real_fake(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Discriminator cross-entropies on real and on fake, as Larsen's equilibrium rule reads them."""
     return F.softplus(-logits_real.float()).mean(), F.softplus(logits_fake.float()).mean()

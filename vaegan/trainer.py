@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from . import losses, steps
+from . import augment, losses, steps
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict
 from . import data as _data
 from .data.loader import GlobalBatchSampler, batches
-from .ema import EMA
+from .ema import EMA, recalibrate_batchnorm
 from .io import save_grid, to_float, write_text_atomic
 from .models import VAE, build_decoder, build_discriminator, build_encoder
 from .models.layers import sync_batchnorm
@@ -100,6 +100,10 @@ class Trainer:
                                           start_batch=self.step * t.grad_accum_steps)
         self.fixed_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(1234))
         self.fixed_x = torch.stack([self.dataset[i] for i in range(min(32, len(self.dataset)))])
+        # Training images the EMA copy's batch-norm statistics are recomputed from (see inference_model).
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(t.seed))
+        self.calibration_x = torch.stack([self.dataset[int(i)] for i in order[:256]]) if self.ema is not None else None
+        self._ema_calibrated_at = -1
 
     # ------------------------------------------------------------------ steps
 
@@ -157,11 +161,15 @@ class Trainer:
         """Larsen VAE-GAN: one forward, then the discriminator and generator steps."""
         b, d = x.shape[0], self.cfg.model.latent_dim
         kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
+        lc = self.cfg.loss
+        kinds = augment.parse(lc.dis_augment)
+        aug = augment.draw(kinds, b, lambda shape: torch.special.ndtr(self._draw(shape))) if kinds else None
+        r1_weight = lc.r1_gamma / 2 * lc.r1_every_steps if lc.r1_gamma > 0 and self.step % lc.r1_every_steps == 0 else 0.0
         with self.autocast():
             fwd = steps.vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"],
-                                       x, self._draw((b, d)), self._draw((b, d)), self.cfg.loss.fake_sources,
-                                       detach_fakes=True)
-            logs = steps.discriminator_loss(fwd, self.cfg.loss)
+                                       x, self._draw((b, d)), self._draw((b, d)), lc.fake_sources,
+                                       detach_fakes=True, augment_params=aug, r1=r1_weight > 0)
+            logs = steps.discriminator_loss(fwd, lc, r1_weight)
             logs.update(steps.generator_losses(fwd, self.cfg.loss, kl_w))
         if not self._all_finite(logs):
             return logs
@@ -190,7 +198,7 @@ class Trainer:
 
         Both are chained from the losses' gradients at the fakes the discriminator read."""
         lc, fakes = self.cfg.loss, [f for f in (fwd.x_rec, fwd.x_prior) if f is not None]
-        dis_l = self._grads_at(logs["loss/dis_l"], fwd.fake_inputs[:1])[0]
+        dis_l = self._grads_at(logs["loss/rec"], fwd.fake_inputs[:1])[0]
         gan = gan_grad_at_fakes
         if gan is None:
             gan = self._grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else [torch.zeros_like(f) for f in fakes]
@@ -270,7 +278,7 @@ class Trainer:
             if self._finite:
                 logs.update(self._optimizer_step())
                 if self.ema is not None:
-                    self.ema.update({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")})
+                    self.ema.update({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, self.step)
             self._zero_grad()
         self.step += 1
         values = torch.stack([v.detach().float().reshape(()).to(self.device) for v in logs.values()])
@@ -320,6 +328,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.accelerator.is_main_process:
+            self.inference_model()  # the EMA's batch-norm statistics, recomputed for the saved weights
             save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
@@ -328,8 +337,14 @@ class Trainer:
     def inference_model(self) -> VAE:
         """The EMA encoder/decoder when there is an EMA, else the live ones (unwrapped)."""
         acc = self.accelerator
-        mods = self.ema.modules if self.ema is not None else {k: acc.unwrap_model(self.nets[k])
-                                                              for k in ("encoder", "decoder")}
+        if self.ema is None:
+            return VAE(acc.unwrap_model(self.nets["encoder"]), acc.unwrap_model(self.nets["decoder"]),
+                       self.cfg.model.latent_dim)
+        mods = self.ema.modules
+        if self._ema_calibrated_at != self.step:
+            x = to_float(self.calibration_x.to(self.device)).contiguous(memory_format=self.memory_format)
+            recalibrate_batchnorm(mods["encoder"], mods["decoder"], x, self.cfg.model.latent_dim)
+            self._ema_calibrated_at = self.step
         return VAE(mods["encoder"], mods["decoder"], self.cfg.model.latent_dim)
 
     @torch.no_grad()

@@ -44,11 +44,11 @@ def build_encoder(cfg: ModelConfig, resolution: int) -> Encoder:
 
 
 def build_decoder(cfg: ModelConfig, resolution: int) -> Decoder:
-    return Decoder(resolution, cfg.latent_dim, cfg.width, cfg.norm)
+    return Decoder(resolution, cfg.latent_dim, cfg.width, cfg.norm, cfg.upsample)
 
 
 def build_discriminator(cfg: ModelConfig, resolution: int) -> Discriminator:
-    return Discriminator(resolution, cfg.width, cfg.dis_fc, cfg.norm)
+    return Discriminator(resolution, cfg.dis_width or cfg.width, cfg.dis_fc, cfg.dis_norm or cfg.norm, cfg.dis_spectral_norm)
 
 
 def build_vae(cfg: ModelConfig, resolution: int) -> VAE:

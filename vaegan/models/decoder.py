@@ -1,4 +1,10 @@
-"""Larsen et al. 2016 decoder (the GAN's generator): FC to 8x8x256, 5x5 transposed convs, tanh."""
+"""Larsen et al. 2016 decoder (the GAN's generator): FC to 8x8x256, 5x5 transposed convs, tanh.
+
+``upsample="resize"`` replaces each stride-2 transposed convolution by a nearest-neighbour 2x
+resize and a 3x3 convolution (Odena et al. 2016, "Deconvolution and checkerboard artifacts"):
+every output pixel then sums the same number of kernel taps, so the decoder cannot paint the
+period-2 checkerboard that a discriminator's gradient pushes a transposed convolution towards.
+"""
 from __future__ import annotations
 
 import torch
@@ -10,10 +16,20 @@ from .layers import Norm, channels, levels
 DECODER_CHANNELS = {2: (256, 64), 3: (256, 128, 32), 4: (256, 128, 64, 32)}
 
 
+def _upsampler(kind: str, in_ch: int, out_ch: int, bias: bool) -> nn.Module:
+    """A 2x upsampling layer: Larsen's 5x5 stride-2 transposed conv, or resize then 3x3 conv."""
+    if kind == "deconv":
+        return nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1, bias=bias)
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias))
+    raise ValueError(f"unknown upsample {kind!r}; choose deconv or resize")
+
+
 class Decoder(nn.Module):
     """z: (B, latent_dim) -> images (B, 3, R, R) in [-1, 1]."""
 
-    def __init__(self, resolution: int = 64, latent_dim: int = 128, width: float = 1.0, norm: str = "batch"):
+    def __init__(self, resolution: int = 64, latent_dim: int = 128, width: float = 1.0, norm: str = "batch",
+                 upsample: str = "deconv"):
         super().__init__()
         widths = [channels(c, width) for c in DECODER_CHANNELS[levels(resolution)]]
         self.base = channels(256, width)
@@ -23,9 +39,7 @@ class Decoder(nn.Module):
         self.norms = nn.ModuleList()
         in_ch = self.base
         for out_ch in widths:
-            self.deconvs.append(
-                nn.ConvTranspose2d(in_ch, out_ch, 5, stride=2, padding=2, output_padding=1, bias=norm == "none")
-            )
+            self.deconvs.append(_upsampler(upsample, in_ch, out_ch, bias=norm == "none"))
             self.norms.append(Norm(norm, out_ch))
             in_ch = out_ch
         self.to_rgb = nn.Conv2d(in_ch, 3, 5, padding=2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from .layers import Norm, channels, levels
 
@@ -15,9 +16,12 @@ class Discriminator(nn.Module):
 
     The features are Dis_l: the last conv's output before its norm (the 4th conv at 64 px),
     the layer whose distance replaces pixel error as the reconstruction loss.
+    ``spectral_norm``: every conv and linear layer's weight divided by its largest singular
+    value (Miyato et al. 2018), which bounds how fast the discriminator can sharpen its logits.
     """
 
-    def __init__(self, resolution: int = 64, width: float = 1.0, fc: int = 512, norm: str = "batch"):
+    def __init__(self, resolution: int = 64, width: float = 1.0, fc: int = 512, norm: str = "batch",
+                 spectral_norm: bool = False):
         super().__init__()
         first = channels(32, width)
         self.conv_in = nn.Conv2d(3, first, 5, padding=2)
@@ -31,6 +35,9 @@ class Discriminator(nn.Module):
         self.fc = nn.Linear(in_ch * 8 * 8, fc, bias=norm == "none")
         self.fc_norm = Norm(norm, fc)
         self.to_logit = nn.Linear(fc, 1)
+        if spectral_norm:
+            for module in [self.conv_in, *self.convs, self.fc, self.to_logit]:
+                _spectral_norm(module)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.relu(self.conv_in(x))

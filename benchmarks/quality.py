@@ -1,0 +1,250 @@
+"""Real-face quality at equal compute: the VAE-GAN against the plain VAE trained by the same code.
+
+    python benchmarks/quality.py --out runs/quality                      # 64 px, CelebA subset, CPU
+    python benchmarks/quality.py --out runs/quality --budget-pflop 40 --device cuda
+
+Both models train on the train split of a CelebA-layout folder (default: the shared subset)
+for the same training compute, counted in floating-point operations of the forward and
+backward passes (torch's FlopCounterMode over one training step of each model, times steps),
+so the comparison does not depend on how busy the machine is. Each model is evaluated at
+``--evals`` points along its budget on the held-out test split, under one protocol: the same
+seed, the test images as reference (read by the same cached reader that feeds training),
+prior samples from N(0, I) and from a Gaussian mixture fitted to the training codes
+(``vaegan.latent_prior``), reconstructions of the test images. Metrics: SWD per pyramid level,
+sample sharpness (high-frequency fraction / real), grid-peak ratio (checkerboard, / real),
+pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--inception-weights``.
+
+Writes OUT/quality.json, OUT/quality.md (the table), OUT/curves.png (metrics against compute),
+OUT/samples.png and OUT/recon.png (both models side by side). Runs resume: a finished model is
+not trained again, so ``--models vae`` and ``--models vaegan`` can run as two processes (one
+thread each) and a last call without training writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from vaegan.checkpoint import list_checkpoints  # noqa: E402
+from vaegan.config import load_config  # noqa: E402
+from vaegan.data.cache import CachedImages, prepare, read_header  # noqa: E402
+from vaegan.data import build_dataset  # noqa: E402
+from vaegan.evaluate import image_metrics  # noqa: E402
+from vaegan.generate import reconstruct  # noqa: E402
+from vaegan.io import save_image  # noqa: E402
+from vaegan.latent_prior import fit_gmm  # noqa: E402
+from vaegan.latents import decode_latents, encode_images  # noqa: E402
+from vaegan.metrics.swd import pyramid_resolutions  # noqa: E402
+from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
+from vaegan.pretrained import load_pretrained  # noqa: E402
+from vaegan.report import side_by_side  # noqa: E402
+from vaegan.trainer import Trainer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "celeba-subset"
+CONFIGS = {"vae": ROOT / "configs" / "celeba64_vae.yaml", "vaegan": ROOT / "configs" / "celeba64_vaegan_plus.yaml"}
+
+
+def headline(resolution: int) -> list[str]:
+    swd = [f"SWDx1e3_{r}" for r in pyramid_resolutions(resolution)]
+    return [*swd, "SWDx1e3_avg", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr", "ssim", "recon_hf_ratio"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (caches, runs, report)")
+    p.add_argument("--root", default=str(DEFAULT_DATA), help="CelebA-layout folder (img_align_celeba/, list_eval_partition.txt)")
+    p.add_argument("--resolution", type=int, default=64, choices=(32, 64, 128))
+    p.add_argument("--budget-pflop", type=float, default=6.0,
+                   help="training compute per model in PFLOP (1e15); 6 is about 30 min per model on 2 CPU cores")
+    p.add_argument("--evals", type=int, default=4, help="evaluation points along the budget (the curve)")
+    p.add_argument("--models", default="vae,vaegan", help="which to train now: vae, vaegan or both")
+    p.add_argument("--vae-config", default=str(CONFIGS["vae"]))
+    p.add_argument("--vaegan-config", default=str(CONFIGS["vaegan"]))
+    p.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                   help="config override for one model, e.g. vaegan:loss.gamma=0.1 (repeatable)")
+    p.add_argument("--num-images", type=int, default=660, help="test images (and samples) evaluated")
+    p.add_argument("--gmm-components", type=int, default=10)
+    p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
+    return p.parse_args(argv)
+
+
+def caches(args) -> dict[str, Path]:
+    """Prepared uint8 caches of the train and test splits (made once)."""
+    out = {}
+    for split in ("train", "test"):
+        path = Path(args.out) / "cache" / f"celeba{args.resolution}-{split}.u8"
+        try:
+            read_header(path)
+        except (FileNotFoundError, ValueError):
+            cfg = load_config(CONFIGS["vae"], [f"data.root={args.root}", f"data.resolution={args.resolution}",
+                                               f"data.split={split}"])
+            prepare(build_dataset(cfg.data), path, num_workers=0)
+        out[split] = path
+    return out
+
+
+def model_config(args, name: str, cache: Path, steps: int | None = None):
+    overrides = [f"data.root={args.root}", f"data.cache={cache}", f"data.resolution={args.resolution}",
+                 "data.num_workers=0", f"train.out_dir={Path(args.out) / 'runs'}", f"train.run_name={name}",
+                 "train.tensorboard=false", "train.progress=false", "train.sample_every_steps=0",
+                 f"train.seed={args.seed}"]
+    overrides += [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == name]
+    if steps is not None:
+        every = max(1, steps // args.evals)
+        overrides += [f"train.max_steps={steps}", f"train.checkpoint_every_steps={every}",
+                      f"train.keep_checkpoints={args.evals + 1}"]
+    path = args.vae_config if name == "vae" else args.vaegan_config
+    return load_config(path, overrides)
+
+
+def step_flops(cfg, tmp: Path) -> float:
+    """Forward + backward FLOPs of one training step (torch's FlopCounterMode; convs and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    trainer = Trainer(cfg, tmp)
+    images = torch.stack([trainer.dataset[i] for i in range(trainer.local_batch)])
+    trainer.train_step(images)  # the first step allocates; count the second
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(images)
+    return float(counter.get_total_flops())
+
+
+def train(args, name: str, cache: Path) -> dict:
+    run_dir = Path(args.out) / "runs" / name
+    info_path = run_dir / "budget.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+    else:
+        flops = step_flops(model_config(args, name, cache), Path(args.out) / "flops" / name)
+        info = {"step_flops": flops, "steps": max(args.evals, int(args.budget_pflop * 1e15 / flops))}
+    cfg = model_config(args, name, cache, info["steps"])
+    if args.no_train or (list_checkpoints(run_dir) and list_checkpoints(run_dir)[-1].name == f"step-{info['steps']:08d}"):
+        return info
+    resume = bool(list_checkpoints(run_dir))
+    start = time.perf_counter()
+    Trainer(cfg, run_dir, resume=resume).fit()
+    info["train_seconds"] = info.get("train_seconds", 0.0) * resume + time.perf_counter() - start
+    info["threads"] = torch.get_num_threads()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info_path.write_text(json.dumps(info, indent=2))
+    return info
+
+
+@torch.no_grad()
+def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Tensor, args) -> dict:
+    vae = load_pretrained(checkpoint, args.device).vae
+    n = min(args.num_images, len(test_images))
+    reference = test_images[:n]
+    gen = torch.Generator().manual_seed(args.seed)
+    normal = decode_latents(vae, torch.randn(n, vae.latent_dim, generator=gen))
+    recon = reconstruct(vae, reference)
+    gmm = fit_gmm(encode_images(vae, train_images).mean, args.gmm_components, seed=args.seed)
+    mixture = decode_latents(vae, gmm.sample(n, torch.Generator().manual_seed(args.seed)))
+    out = {}
+    for prior, samples in (("normal", normal), ("gmm", mixture)):
+        m = image_metrics(samples, recon, reference, seed=args.seed)
+        m.update(grid_peak_ratio(samples, reference))
+        m["pixel_fd"] = pixel_fd(samples, reference)
+        m["recon_grid_peak_ratio"] = grid_peak_ratio(recon, reference)["grid_peak_ratio"]
+        if args.inception_weights:
+            from vaegan.evaluate import feature_extractor, feature_metrics
+            m.update(feature_metrics(samples, reference, feature_extractor(None, args.inception_weights, args.device)))
+        out[prior] = m
+    out["images"] = {"normal": normal[:64], "gmm": mixture[:64], "recon": torch.stack([reference[:32], recon[:32]], 1).flatten(0, 1)}
+    return out
+
+
+def fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def report(args, results: dict) -> str:
+    lines, keys = [], headline(args.resolution)
+    swd = [k for k in keys if k.startswith("SWDx1e3_") and k != "SWDx1e3_avg"]
+    for prior in ("normal", "gmm"):
+        lines += [f"\n### Prior samples from {'N(0, I)' if prior == 'normal' else 'the fitted Gaussian mixture'}, "
+                  f"final checkpoints\n", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for name, res in results.items():
+            final = res["curve"][-1][prior]
+            lines.append(f"| {name} | " + " | ".join(fmt(final.get(k, float("nan"))) for k in keys) + " |")
+    lines += ["\n### Along the budget (N(0, I) samples)\n", f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)} | hf | grid | PSNR |",
+              "|---|---|---|---|---|---|---|"]
+    for name, res in results.items():
+        for point in res["curve"]:
+            m = point["normal"]
+            lines.append(f"| {name} | {point['step']} | {point['pflop']:.2f} | "
+                         f"{' / '.join(f'{m[k]:.1f}' for k in swd)} | {m['hf_ratio']:.2f} | "
+                         f"{m['grid_peak_ratio']:.2f} | {m['psnr']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path, resolution: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in headline(resolution) if k.startswith("SWDx1e3_") and k != "SWDx1e3_avg"][:3]
+    keys += ["hf_ratio", "grid_peak_ratio", "psnr"]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, key in zip(axes.flat, keys):
+        for name, res in results.items():
+            for prior, style in (("normal", "-o"), ("gmm", "--s")):
+                xs = [p["pflop"] for p in res["curve"]]
+                ax.plot(xs, [p[prior][key] for p in res["curve"]], style, label=f"{name} ({prior})", markersize=4)
+        ax.set_title(key)
+        ax.set_xlabel("training PFLOP")
+        if key in ("hf_ratio", "grid_peak_ratio"):
+            ax.axhline(1.0, color="grey", lw=0.8)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = caches(args)
+    budgets = {}
+    for name in ("vae", "vaegan"):
+        if name in args.models.split(",") or (out / "runs" / name / "budget.json").exists():
+            budgets[name] = train(args, name, paths["train"]) if name in args.models.split(",") and not args.no_train \
+                else json.loads((out / "runs" / name / "budget.json").read_text())
+    train_images, test_images = (CachedImages(paths[s]).get_batch(range(len(CachedImages(paths[s]))))
+                                 for s in ("train", "test"))
+    results = {}
+    for name, info in budgets.items():
+        curve = []
+        for ckpt in list_checkpoints(out / "runs" / name):
+            step = int(ckpt.name.split("-")[1])
+            point = evaluate(ckpt, train_images, test_images, args)
+            point.update(step=step, pflop=step * info["step_flops"] / 1e15)
+            curve.append(point)
+        results[name] = {"budget": info, "curve": curve}
+    grids = {k: side_by_side([r["curve"][-1]["images"][k] for r in results.values()], list(results), nrow=8)
+             for k in ("normal", "gmm", "recon")}
+    for k, grid in grids.items():
+        save_image(grid, out / f"{'recon' if k == 'recon' else 'samples-' + k}.png")
+    for res in results.values():
+        for point in res["curve"]:
+            point.pop("images")
+    (out / "quality.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    table = report(args, results)
+    (out / "quality.md").write_text(table)
+    plot(results, out / "curves.png", args.resolution)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

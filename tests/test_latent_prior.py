@@ -1,0 +1,81 @@
+"""The ex-post latent density: EM recovers a known mixture; sampling, densities and files."""
+import math
+
+import pytest
+import torch
+
+from vaegan.latent_prior import GaussianMixture, fit_gmm
+
+
+def _two_clusters(n=3000, d=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(n // 3, d, generator=gen) * 0.3 + 2.0
+    b = torch.randn(n - n // 3, d, generator=gen) * 0.6 - 1.0
+    return torch.cat([a, b])
+
+
+def test_em_recovers_weights_means_and_scales():
+    mix = fit_gmm(_two_clusters(), components=2)
+    order = mix.means[:, 0].argsort(descending=True)
+    torch.testing.assert_close(mix.weights[order], torch.tensor([1 / 3, 2 / 3], dtype=torch.float64), atol=0.01, rtol=0)
+    torch.testing.assert_close(mix.means[order].mean(1), torch.tensor([2.0, -1.0], dtype=torch.float64), atol=0.05, rtol=0)
+    stds = mix.scale_tril[order].diagonal(dim1=-2, dim2=-1).mean(1)
+    torch.testing.assert_close(stds, torch.tensor([0.3, 0.6], dtype=torch.float64), atol=0.03, rtol=0)
+
+
+def test_log_prob_of_one_component_is_the_gaussian_density():
+    mix = GaussianMixture(torch.ones(1), torch.zeros(1, 3), torch.eye(3)[None] * 2)
+    z = torch.randn(5, 3)
+    expected = -0.5 * (z / 2).pow(2).sum(1) - 3 * math.log(2) - 1.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(mix.log_prob(z), expected.double())
+
+
+def test_samples_follow_the_fit_and_repeat_with_the_seed(tmp_path):
+    data = _two_clusters()
+    mix = fit_gmm(data, components=2)
+    s = mix.sample(4000, torch.Generator().manual_seed(1))
+    assert torch.equal(s, mix.sample(4000, torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(s.mean(0), data.mean(0), atol=0.08, rtol=0)
+    assert mix.log_prob(s).mean() > mix.log_prob(torch.randn(4000, 6) * 3).mean() + 1
+    path = mix.save(tmp_path / "prior.safetensors")
+    loaded = GaussianMixture.load(path)
+    assert torch.equal(loaded.sample(10, torch.Generator().manual_seed(2)), mix.sample(10, torch.Generator().manual_seed(2)))
+
+
+def test_too_few_latents_is_a_clear_error():
+    with pytest.raises(ValueError, match="3 latents cannot fit 10"):
+        fit_gmm(torch.randn(3, 4), components=10)
+
+
+def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_path, capsys):
+    import shutil
+
+    from vaegan.cli import main
+    from vaegan.io import load_image
+    from vaegan.latent_prior import PRIOR_FILE, load_prior
+    from vaegan.pretrained import load_pretrained
+
+    run = shutil.copytree(trained_vae_run, tmp_path / "run")
+    assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--out", str(tmp_path / "x.png")]) == 2
+    assert "vaegan fit-prior --checkpoint" in capsys.readouterr().err
+    assert main(["fit-prior", "--checkpoint", str(run), "--components", "3", "--num-images", "400"]) == 0
+    vae = load_pretrained(run).vae
+    mixture = load_prior(run, vae.latent_dim)
+    assert mixture.means.shape == (3, vae.latent_dim)
+    # The mixture sits where the training codes are, which is not where N(0, I) puts its mass.
+    from vaegan.data import build_dataset
+    from vaegan.latents import encode_images
+    from vaegan.trainer import config_from_run
+
+    dataset = build_dataset(config_from_run(run).data, split="train")
+    codes = encode_images(vae, torch.stack([dataset[i] for i in range(400)])).mean.double()
+    assert mixture.log_prob(codes).mean() > mixture.log_prob(torch.randn(400, vae.latent_dim)).mean()
+    torch.testing.assert_close((mixture.weights[:, None] * mixture.means).sum(0), codes.mean(0), atol=1e-3, rtol=0)
+
+    assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--n", "16", "--out", str(tmp_path / "g.png")]) == 0
+    assert main(["sample", "--checkpoint", str(run), "--n", "16", "--out", str(tmp_path / "n.png")]) == 0
+    assert load_image(tmp_path / "g.png").size == load_image(tmp_path / "n.png").size
+    assert load_image(tmp_path / "g.png").tobytes() != load_image(tmp_path / "n.png").tobytes()
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / PRIOR_FILE).is_file()
+    assert main(["sample", "--checkpoint", str(tmp_path / "export"), "--prior", "gmm", "--out", str(tmp_path / "e.png")]) == 0

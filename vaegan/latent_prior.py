@@ -1,0 +1,142 @@
+"""An ex-post density over the latent space: a Gaussian mixture fitted to posterior means.
+
+A VAE's aggregate posterior rarely fills N(0, I): prior samples land where no training image
+was encoded and decode to faces no image looks like. Fitting a density to where the training
+images' codes actually are and sampling from it (Ghosh et al. 2020, "From variational to
+deterministic autoencoders"; Dai & Wipf 2019's second stage plays the same role) fixes that
+without retraining. The mixture is fitted by EM in float64 with full covariances, each
+regularised by ``reg`` times the identity so that components with few members stay invertible.
+
+Saved as safetensors: ``weights`` (K,), ``means`` (K, D), ``scale_tril`` (K, D, D).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from .tensorfile import read_safetensors, write_safetensors
+
+PRIOR_FILE = "latent_prior.safetensors"
+FORMAT = "vaegan-gmm-v1"
+
+
+class GaussianMixture:
+    """sum_k weights[k] N(means[k], L_k L_k^T) over R^D."""
+
+    def __init__(self, weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor):
+        k, d = means.shape
+        if weights.shape != (k,) or scale_tril.shape != (k, d, d):
+            raise ValueError(f"mixture shapes do not match: weights {tuple(weights.shape)}, means {tuple(means.shape)}, "
+                             f"scale_tril {tuple(scale_tril.shape)}")
+        self.weights, self.means, self.scale_tril = weights.double(), means.double(), scale_tril.double()
+
+    @property
+    def latent_dim(self) -> int:
+        return self.means.shape[1]
+
+    def component_log_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, D) -> log weights[k] + log N(z; component k), (N, K), float64."""
+        x = z.double()
+        cols = []
+        for mean, tril in zip(self.means, self.scale_tril):
+            sol = torch.linalg.solve_triangular(tril, (x - mean).T, upper=False)  # (D, N)
+            logdet = tril.diagonal().log().sum()
+            cols.append(-0.5 * sol.pow(2).sum(0) - logdet - 0.5 * self.latent_dim * math.log(2 * math.pi))
+        return torch.stack(cols, dim=1) + self.weights.log()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (N, D) -> log density (N,), float64."""
+        return torch.logsumexp(self.component_log_probs(z), dim=1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (n, D), float32; the same generator state gives the same draws."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.latent_dim, generator=generator, dtype=torch.float64)
+        return (self.means[comp] + (self.scale_tril[comp] @ eps[..., None])[..., 0]).float()
+
+    def save(self, path: str | Path, metadata: dict | None = None) -> Path:
+        tensors = {"weights": self.weights, "means": self.means, "scale_tril": self.scale_tril}
+        return write_safetensors(path, tensors, {"format": FORMAT, **(metadata or {})})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GaussianMixture":
+        tensors, _ = read_safetensors(path, f"the {PRIOR_FILE} that 'vaegan fit-prior' writes")
+        missing = {"weights", "means", "scale_tril"} - set(tensors)
+        if missing:
+            raise ValueError(f"{path}: missing tensors {sorted(missing)} (expected weights, means, scale_tril)")
+        return cls(tensors["weights"], tensors["means"], tensors["scale_tril"])
+
+
+def fit_gmm(z: torch.Tensor, components: int = 10, iters: int = 100, reg: float = 1e-3, seed: int = 0,
+            tol: float = 1e-6) -> GaussianMixture:
+    """EM for a full-covariance mixture. z: (N, D) latents, N >= components."""
+    x = z.double()
+    n, d = x.shape
+    if n < components:
+        raise ValueError(f"{n} latents cannot fit {components} mixture components")
+    gen = torch.Generator().manual_seed(seed)
+    means = x[torch.randperm(n, generator=gen)[:components]].clone()
+    cov = torch.cov(x.T).expand(components, d, d).clone() + reg * torch.eye(d, dtype=x.dtype)
+    weights = torch.full((components,), 1.0 / components, dtype=x.dtype)
+    previous = -math.inf
+    for _ in range(iters):
+        # E step: responsibilities (N, K).
+        joint = GaussianMixture(weights, means, torch.linalg.cholesky(cov)).component_log_probs(x)
+        total = torch.logsumexp(joint, dim=1, keepdim=True)
+        resp = (joint - total).exp()
+        # M step: weights, means, regularised covariances.
+        counts = resp.sum(0).clamp_min(1e-10)
+        weights = counts / n
+        means = (resp.T @ x) / counts[:, None]
+        cov = torch.stack([((x - m) * r[:, None]).T @ (x - m) for m, r in zip(means, resp.T)])
+        cov = cov / counts[:, None, None] + reg * torch.eye(d, dtype=x.dtype)
+        mean_ll = float(total.mean())
+        if mean_ll - previous < tol * abs(mean_ll):
+            break
+        previous = mean_ll
+    return GaussianMixture(weights, means, torch.linalg.cholesky(cov))
+
+
+def prior_path(source: str | Path) -> Path:
+    """Where a model's fitted prior lives: in an export folder, or in the run folder of a run or
+    checkpoint folder (``RUN/checkpoints/step-N`` -> ``RUN``)."""
+    source = Path(source)
+    if source.is_file():
+        source = source.parent
+    if source.parent.name == "checkpoints":
+        source = source.parent.parent
+    return source / PRIOR_FILE
+
+
+def load_prior(source: str | Path, latent_dim: int) -> GaussianMixture:
+    """The mixture fitted for ``source`` (see :func:`prior_path`); a clear error when there is none."""
+    path = prior_path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no fitted latent prior at {path}; fit one first: vaegan fit-prior --checkpoint {source}")
+    mixture = GaussianMixture.load(path)
+    if mixture.latent_dim != latent_dim:
+        raise ValueError(f"{path}: a prior over {mixture.latent_dim} latent dimensions, but the model has {latent_dim}; "
+                         f"fit it again: vaegan fit-prior --checkpoint {source}")
+    return mixture
+
+
+def fit_prior(checkpoint: str | Path, components: int = 10, num_images: int | None = None, seed: int = 0) -> Path:
+    """Fit a mixture to the posterior means of the model's training images; write it beside the model.
+
+    The images are the training split the model's saved config names (its prepared cache when
+    that exists), the first ``num_images`` of them (all by default).
+    """
+    from .data import build_dataset
+    from .latents import encode_images
+    from .pretrained import load_pretrained
+
+    vae, cfg, _, info = load_pretrained(checkpoint)
+    dataset = build_dataset(cfg.data, split="train")
+    n = len(dataset) if num_images is None else min(num_images, len(dataset))
+    images = torch.stack([dataset[i] for i in range(n)])
+    mixture = fit_gmm(encode_images(vae, images).mean, components, seed=seed)
+    meta = {"source": info["source"], "step": str(info["step"] or ""), "weights": info["weights"],
+            "images": str(n), "components": str(components)}
+    return mixture.save(prior_path(checkpoint), meta)
