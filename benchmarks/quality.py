@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vaegan.checkpoint import list_checkpoints  # noqa: E402
@@ -64,11 +65,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-pflop", type=float, default=6.0,
                    help="training compute per model in PFLOP (1e15); 6 is about 30 min per model on 2 CPU cores")
     p.add_argument("--evals", type=int, default=4, help="evaluation points along the budget (the curve)")
-    p.add_argument("--models", default="vae,vaegan", help="which to train now: vae, vaegan or both")
+    p.add_argument("--models", default="vae,vaegan",
+                   help="runs to train now, comma-separated: vae, vaegan, or vaegan-<variant> (the VAE-GAN config "
+                        "with that run's --set overrides)")
     p.add_argument("--vae-config", default=str(CONFIGS["vae"]))
     p.add_argument("--vaegan-config", default=str(CONFIGS["vaegan"]))
-    p.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE",
-                   help="config override for one model, e.g. vaegan:loss.gamma=0.1 (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="RUN:KEY=VALUE",
+                   help="config override for one run, e.g. vaegan-g01:loss.gamma=0.1 (repeatable)")
     p.add_argument("--num-images", type=int, default=660, help="test images (and samples) evaluated")
     p.add_argument("--gmm-components", type=int, default=10)
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
@@ -103,7 +106,7 @@ def model_config(args, name: str, cache: Path, steps: int | None = None):
         every = max(1, steps // args.evals)
         overrides += [f"train.max_steps={steps}", f"train.checkpoint_every_steps={every}",
                       f"train.keep_checkpoints={args.evals + 1}"]
-    path = args.vae_config if name == "vae" else args.vaegan_config
+    path = args.vae_config if name == "vae" else args.vaegan_config  # vaegan and vaegan-<variant>
     return load_config(path, overrides)
 
 
@@ -126,7 +129,8 @@ def train(args, name: str, cache: Path) -> dict:
         info = json.loads(info_path.read_text())
     else:
         flops = step_flops(model_config(args, name, cache), Path(args.out) / "flops" / name)
-        info = {"step_flops": flops, "steps": max(args.evals, int(args.budget_pflop * 1e15 / flops))}
+        steps = int(args.budget_pflop * 1e15 / flops) // args.evals * args.evals  # every eval point a checkpoint
+        info = {"step_flops": flops, "steps": max(args.evals, steps), "budget_pflop": args.budget_pflop}
     cfg = model_config(args, name, cache, info["steps"])
     if args.no_train or (list_checkpoints(run_dir) and list_checkpoints(run_dir)[-1].name == f"step-{info['steps']:08d}"):
         return info
@@ -162,6 +166,20 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
         out[prior] = m
     out["images"] = {"normal": normal[:64], "gmm": mixture[:64], "recon": torch.stack([reference[:32], recon[:32]], 1).flatten(0, 1)}
     return out
+
+
+def cached_evaluation(path: Path, checkpoint: Path, train_images, test_images, args) -> dict:
+    """``evaluate``, kept in PATH.json / PATH.safetensors so that a later report does not redo it
+    (the protocol's arguments are part of the key)."""
+    key = {k: getattr(args, k) for k in ("num_images", "gmm_components", "seed", "inception_weights")}
+    meta, tensors = Path(f"{path}.json"), Path(f"{path}.safetensors")
+    if meta.exists() and tensors.exists() and json.loads(meta.read_text())["key"] == key:
+        return {**json.loads(meta.read_text())["metrics"], "images": load_file(str(tensors))}
+    point = evaluate(checkpoint, train_images, test_images, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in point["images"].items()}, str(tensors))
+    meta.write_text(json.dumps({"key": key, "metrics": {k: v for k, v in point.items() if k != "images"}}))
+    return point
 
 
 def fmt(v) -> str:
@@ -205,6 +223,8 @@ def plot(results: dict, path: Path, resolution: int) -> None:
         ax.set_xlabel("training PFLOP")
         if key in ("hf_ratio", "grid_peak_ratio"):
             ax.axhline(1.0, color="grey", lw=0.8)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -215,11 +235,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = caches(args)
-    budgets = {}
-    for name in ("vae", "vaegan"):
-        if name in args.models.split(",") or (out / "runs" / name / "budget.json").exists():
-            budgets[name] = train(args, name, paths["train"]) if name in args.models.split(",") and not args.no_train \
-                else json.loads((out / "runs" / name / "budget.json").read_text())
+    for name in args.models.split(",") if not args.no_train else []:
+        if not (name == "vae" or name.startswith("vaegan")):
+            raise SystemExit(f"--models: {name!r} is not vae, vaegan or vaegan-<variant>")
+        train(args, name, paths["train"])
+    # Every finished run in the folder is reported: vae first, then the VAE-GAN variants.
+    budgets = {d.name: json.loads((d / "budget.json").read_text())
+               for d in sorted((out / "runs").glob("*"), key=lambda d: (d.name != "vae", d.name))
+               if (d / "budget.json").exists()}
     train_images, test_images = (CachedImages(paths[s]).get_batch(range(len(CachedImages(paths[s]))))
                                  for s in ("train", "test"))
     results = {}
@@ -227,7 +250,7 @@ def main(argv=None) -> int:
         curve = []
         for ckpt in list_checkpoints(out / "runs" / name):
             step = int(ckpt.name.split("-")[1])
-            point = evaluate(ckpt, train_images, test_images, args)
+            point = cached_evaluation(out / "eval" / f"{name}-{ckpt.name}", ckpt, train_images, test_images, args)
             point.update(step=step, pflop=step * info["step_flops"] / 1e15)
             curve.append(point)
         results[name] = {"budget": info, "curve": curve}

@@ -49,7 +49,7 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     """Fill every parameter's ``.grad`` with its network's objective; returns the losses.
 
     x: (B, 3, R, R) in [-1, 1]; eps, z_prior: (B, D) standard normal noise. With
-    ``loss_cfg.adaptive_weight`` the adversarial weight is computed, not ``adv_weight``.
+    ``loss_cfg.adaptive_weight`` the adversarial weight is ``adv_weight`` times the computed ratio.
     """
     nets = (encoder, decoder, discriminator)
     for net in nets:
@@ -71,8 +71,8 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     rec = dis_l + loss_cfg.pixel_weight * losses.pixel_loss(x_rec, x, loss_cfg.recon)
     gan = losses.g_loss(logits_fake, loss_cfg.adversarial)
     if loss_cfg.adaptive_weight and adv_weight:
-        adv_weight = losses.adaptive_weight(loss_cfg.gamma * rec, gan, decoder.last_layer,
-                                            loss_cfg.adaptive_weight_max)
+        adv_weight = adv_weight * losses.adaptive_weight(loss_cfg.gamma * rec, gan, decoder.last_layer,
+                                                         loss_cfg.adaptive_weight_max)
 
     # Encoder: KL + rec. Keep only the encoder's gradients.
     (kl_weight * kl + rec).backward(retain_graph=True)

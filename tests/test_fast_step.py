@@ -114,14 +114,15 @@ def test_fp32_step_equals_reference(tmp_path):
     # spectral norm: its power iteration advances on every forward, and the reference runs more)
     ("loss.pixel_weight=0.5", "loss.dis_augment=color,translation,cutout", "loss.r1_gamma=2.0",
      "loss.r1_every_steps=1", "loss.adversarial=nonsaturating", "model.dis_norm=none", "model.upsample=resize"),
-    ("loss.pixel_weight=1.0", "loss.adaptive_weight=true", "loss.dis_augment=translation"),
+    ("loss.pixel_weight=1.0", "loss.adaptive_weight=true", "loss.adv_weight=0.1", "loss.dis_augment=translation"),
+    ("loss.adv_weight=0.3",),
 ])
 def test_step_equals_reference_across_settings(tmp_path, overrides):
     """Every adversarial loss and fake source, accumulation, the adaptive weight and the
     adversarial start: the chained gradients of each are the reference's."""
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", *overrides)
     logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    adv_weight = 0.0 if tr.cfg.loss.adv_start_step > tr.step else 1.0
+    adv_weight = 0.0 if tr.cfg.loss.adv_start_step > tr.step else tr.cfg.loss.adv_weight
     ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior, adv_weight)
     for key in (*LOSS_KEYS, "weight/adv"):
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)

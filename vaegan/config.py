@@ -63,6 +63,7 @@ class LossConfig:
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (0: off)
     r1_every_steps: int = 16  # lazy R1: applied every this many steps, scaled up to match
     dis_augment: str = ""  # differentiable augmentation of what the discriminator reads: comma list of color, translation, cutout
+    adv_weight: float = 1.0  # the decoder's adversarial weight (a multiplier on the adaptive one)
     adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
     adaptive_weight_max: float = 1e4
     adv_start_step: int = 0  # no discriminator / adversarial term before this step
@@ -207,6 +208,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
     if cfg.model.logvar_min >= cfg.model.logvar_max:
         raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
+    for key in ("loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "model.dis_width"):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not value >= 0:  # also refuses nan
+            raise ConfigError(f"config key '{key}': must be >= 0, got {value!r}")
     bad_aug = set(filter(None, cfg.loss.dis_augment.split(","))) - {"color", "translation", "cutout"}
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "

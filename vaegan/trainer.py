@@ -221,19 +221,20 @@ class Trainer:
 
     def _adversarial_weight(self, fakes: list[torch.Tensor], dis_l: torch.Tensor, gan: list[torch.Tensor],
                             adv_on: bool) -> torch.Tensor:
-        """0 before the adversarial term starts, 1, or (adaptive) the ratio of the Dis_l and GAN
-        gradient norms at the decoder's last layer; dis_l, gan: the losses' gradients at the fakes."""
+        """0 before the adversarial term starts, else loss.adv_weight times 1 or (adaptive) the ratio
+        of the rec and GAN gradient norms at the decoder's last layer; dis_l, gan: the losses'
+        gradients at the fakes."""
         if not adv_on:
             return torch.zeros((), device=self.device)
         if not self.cfg.loss.adaptive_weight:
-            return torch.ones((), device=self.device)
+            return torch.full((), self.cfg.loss.adv_weight, device=self.device)
         last = self.accelerator.unwrap_model(self.nets["decoder"]).last_layer
         unscale = self._scaled(torch.ones((), device=self.device)).detach()
         g_rec = torch.autograd.grad(fakes[0], last, (self.cfg.loss.gamma * dis_l / unscale).to(fakes[0].dtype),
                                     retain_graph=True)[0]
         g_adv = torch.autograd.grad(fakes, last, [(g / unscale).to(f.dtype) for g, f in zip(gan, fakes)],
                                     retain_graph=True)[0]
-        return losses.gradient_ratio(g_rec, g_adv, self.cfg.loss.adaptive_weight_max)
+        return self.cfg.loss.adv_weight * losses.gradient_ratio(g_rec, g_adv, self.cfg.loss.adaptive_weight_max)
 
     def _all_finite(self, logs: dict[str, torch.Tensor]) -> bool:
         """All ranks agree: every loss term finite (a NaN anywhere skips the step everywhere)."""

@@ -1,0 +1,34 @@
+"""benchmarks/quality.py end to end on the CelebA subset, with tiny models and budget."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import quality  # noqa: E402
+
+TINY = ["model.width=0.25", "model.enc_fc=64", "model.dis_fc=32", "model.latent_dim=16", "train.precision=bf16"]
+
+
+def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, tmp_path, capsys):
+    sets = [f"{run}:{o}" for run in ("vae", "vaegan") for o in TINY]
+    args = ["--out", str(tmp_path), "--root", str(celeba_root), "--resolution", "32", "--budget-pflop", "0.0005",
+            "--evals", "2", "--num-images", "64", "--gmm-components", "2", *(a for s in sets for a in ("--set", s))]
+    assert quality.main(args) == 0
+    report = json.loads((tmp_path / "quality.json").read_text())["results"]
+    assert list(report) == ["vae", "vaegan"]
+    flops = {name: r["budget"]["step_flops"] * r["budget"]["steps"] for name, r in report.items()}
+    step_flops = {name: r["budget"]["step_flops"] for name, r in report.items()}
+    assert step_flops["vaegan"] > 2 * step_flops["vae"]  # three networks, two decoder passes
+    for name, r in report.items():  # equal compute, to within one step's worth per eval point
+        assert abs(flops[name] - 0.0005e15) <= 2 * step_flops[name]
+        assert [p["step"] for p in r["curve"]] == [r["budget"]["steps"] // 2, r["budget"]["steps"]]
+        for prior in ("normal", "gmm"):
+            m = r["curve"][-1][prior]
+            assert {"SWDx1e3_32", "SWDx1e3_16", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr"} <= set(m)
+    for png in ("samples-normal.png", "samples-gmm.png", "recon.png", "curves.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    assert "| vaegan |" in capsys.readouterr().out
+    # A second call trains nothing and reuses the cached evaluations.
+    before = (tmp_path / "runs" / "vae" / "log.jsonl").read_text()
+    assert quality.main([*args, "--no-train"]) == 0
+    assert (tmp_path / "runs" / "vae" / "log.jsonl").read_text() == before
