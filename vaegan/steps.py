@@ -4,9 +4,11 @@ The VAE-GAN iteration runs each network forward once per source (the decoder on 
 and prior latents, the discriminator on real, reconstructed and prior images, so batch-norm
 statistics stay per source) and then routes each loss to the network that learns from it:
 
-    discriminator  <- GAN loss only                        (discriminator_step)
-    encoder        <- beta * KL + Dis_l feature loss       (generator_step)
-    decoder        <- gamma * Dis_l + w_adv * GAN loss     (generator_step)
+    discriminator  <- GAN loss (+ R1 penalty)              (discriminator_step)
+    encoder        <- beta * KL + rec                      (generator_step)
+    decoder        <- gamma * rec + w_adv * GAN loss       (generator_step)
+
+where rec is the Dis_l feature loss plus ``loss.pixel_weight`` times the pixel likelihood.
 
 The trainer has the discriminator read the fakes as detached leaves (``detach_fakes``): its
 backward stops there, and the generator's gradients at the fakes are chained into the decoder

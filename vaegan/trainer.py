@@ -194,19 +194,19 @@ class Trainer:
 
     def generator_step(self, fwd: steps.Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
                        gan_grad_at_fakes: list[torch.Tensor] | None) -> None:
-        """Encoder: beta * KL + Dis_l. Decoder: gamma * Dis_l + w_adv * GAN.
+        """Encoder: beta * KL + rec. Decoder: gamma * rec + w_adv * GAN (rec: Dis_l + pixel term).
 
         Both are chained from the losses' gradients at the fakes the discriminator read."""
         lc, fakes = self.cfg.loss, [f for f in (fwd.x_rec, fwd.x_prior) if f is not None]
-        dis_l = self._grads_at(logs["loss/rec"], fwd.fake_inputs[:1])[0]
-        gan = gan_grad_at_fakes
-        if gan is None:
-            gan = self._grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else [torch.zeros_like(f) for f in fakes]
-        w_adv = logs["weight/adv"] = self._adversarial_weight(fakes, dis_l, gan, adv_on)
-        decoder_grads = [lc.gamma * dis_l + w_adv * gan[0], *(w_adv * g for g in gan[1:])]
+        rec_grad = self._grads_at(logs["loss/rec"], fwd.fake_inputs[:1])[0]
+        gan_grads = gan_grad_at_fakes
+        if gan_grads is None:
+            gan_grads = self._grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else [torch.zeros_like(f) for f in fakes]
+        w_adv = logs["weight/adv"] = self._adversarial_weight(fakes, rec_grad, gan_grads, adv_on)
+        decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0], *(w_adv * g for g in gan_grads[1:])]
         torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
                                 inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
-        torch.autograd.backward([self._scaled(kl_w * logs["loss/kl"]), fakes[0]], [None, dis_l.to(fakes[0].dtype)],
+        torch.autograd.backward([self._scaled(kl_w * logs["loss/kl"]), fakes[0]], [None, rec_grad.to(fakes[0].dtype)],
                                 inputs=list(self.nets["encoder"].parameters()))
 
     def _balance(self, logs) -> tuple[bool, bool]:
@@ -219,10 +219,10 @@ class Trainer:
             train_dis, train_dec = eq_dis, train_dec and eq_dec
         return train_dis, train_dec
 
-    def _adversarial_weight(self, fakes: list[torch.Tensor], dis_l: torch.Tensor, gan: list[torch.Tensor],
+    def _adversarial_weight(self, fakes: list[torch.Tensor], rec_grad: torch.Tensor, gan_grads: list[torch.Tensor],
                             adv_on: bool) -> torch.Tensor:
         """0 before the adversarial term starts, else loss.adv_weight times 1 or (adaptive) the ratio
-        of the rec and GAN gradient norms at the decoder's last layer; dis_l, gan: the losses'
+        of the rec and GAN gradient norms at the decoder's last layer; rec_grad, gan_grads: the losses'
         gradients at the fakes."""
         if not adv_on:
             return torch.zeros((), device=self.device)
@@ -230,9 +230,9 @@ class Trainer:
             return torch.full((), self.cfg.loss.adv_weight, device=self.device)
         last = self.accelerator.unwrap_model(self.nets["decoder"]).last_layer
         unscale = self._scaled(torch.ones((), device=self.device)).detach()
-        g_rec = torch.autograd.grad(fakes[0], last, (self.cfg.loss.gamma * dis_l / unscale).to(fakes[0].dtype),
+        g_rec = torch.autograd.grad(fakes[0], last, (self.cfg.loss.gamma * rec_grad / unscale).to(fakes[0].dtype),
                                     retain_graph=True)[0]
-        g_adv = torch.autograd.grad(fakes, last, [(g / unscale).to(f.dtype) for g, f in zip(gan, fakes)],
+        g_adv = torch.autograd.grad(fakes, last, [(g / unscale).to(f.dtype) for g, f in zip(gan_grads, fakes)],
                                     retain_graph=True)[0]
         return self.cfg.loss.adv_weight * losses.gradient_ratio(g_rec, g_adv, self.cfg.loss.adaptive_weight_max)
 
