@@ -130,7 +130,10 @@ def train(args, name: str, cache: Path) -> dict:
     else:
         flops = step_flops(model_config(args, name, cache), Path(args.out) / "flops" / name)
         steps = int(args.budget_pflop * 1e15 / flops) // args.evals * args.evals  # every eval point a checkpoint
-        info = {"step_flops": flops, "steps": max(args.evals, steps), "budget_pflop": args.budget_pflop}
+        info = {"step_flops": flops, "steps": max(args.evals, steps), "budget_pflop": args.budget_pflop,
+                "finished": False}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        info_path.write_text(json.dumps(info, indent=2))  # an unfinished run can be reported as far as it got
     cfg = model_config(args, name, cache, info["steps"])
     if args.no_train or (list_checkpoints(run_dir) and list_checkpoints(run_dir)[-1].name == f"step-{info['steps']:08d}"):
         return info
@@ -138,8 +141,7 @@ def train(args, name: str, cache: Path) -> dict:
     start = time.perf_counter()
     Trainer(cfg, run_dir, resume=resume).fit()
     info["train_seconds"] = info.get("train_seconds", 0.0) * resume + time.perf_counter() - start
-    info["threads"] = torch.get_num_threads()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    info.update(threads=torch.get_num_threads(), finished=True)
     info_path.write_text(json.dumps(info, indent=2))
     return info
 
@@ -186,15 +188,23 @@ def fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def common_points(results: dict) -> dict[str, dict]:
+    """Each run's last evaluation at the largest compute every run has reached (equal FLOPs)."""
+    reached = min(res["curve"][-1]["pflop"] for res in results.values())
+    return {name: [p for p in res["curve"] if p["pflop"] <= reached * 1.01][-1] for name, res in results.items()}
+
+
 def report(args, results: dict) -> str:
     lines, keys = [], headline(args.resolution)
     swd = [k for k in keys if k.startswith("SWDx1e3_") and k != "SWDx1e3_avg"]
+    points = common_points(results)
     for prior in ("normal", "gmm"):
         lines += [f"\n### Prior samples from {'N(0, I)' if prior == 'normal' else 'the fitted Gaussian mixture'}, "
-                  f"final checkpoints\n", "| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for name, res in results.items():
-            final = res["curve"][-1][prior]
-            lines.append(f"| {name} | " + " | ".join(fmt(final.get(k, float("nan"))) for k in keys) + " |")
+                  f"at {min(p['pflop'] for p in points.values()):.2f} PFLOP each\n",
+                  "| model | step | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        for name, point in points.items():
+            values = " | ".join(fmt(point[prior].get(k, float("nan"))) for k in keys)
+            lines.append(f"| {name} | {point['step']} | {values} |")
     lines += ["\n### Along the budget (N(0, I) samples)\n", f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)} | hf | grid | PSNR |",
               "|---|---|---|---|---|---|---|"]
     for name, res in results.items():
@@ -254,7 +264,8 @@ def main(argv=None) -> int:
             point.update(step=step, pflop=step * info["step_flops"] / 1e15)
             curve.append(point)
         results[name] = {"budget": info, "curve": curve}
-    grids = {k: side_by_side([r["curve"][-1]["images"][k] for r in results.values()], list(results), nrow=8)
+    points = common_points(results)
+    grids = {k: side_by_side([p["images"][k] for p in points.values()], list(points), nrow=8)
              for k in ("normal", "gmm", "recon")}
     for k, grid in grids.items():
         save_image(grid, out / f"{'recon' if k == 'recon' else 'samples-' + k}.png")
