@@ -1,6 +1,7 @@
 """Export a trained model as ``model.safetensors`` + ``config.json``, loadable without training code."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,6 +36,12 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
     write_safetensors(out / WEIGHTS_FILE, export_state(vae, dis), metadata)
     write_text_atomic(out / CONFIG_FILE, cfg.to_json() + "\n")
     prior = prior_path(checkpoint)
-    if prior.is_file() and prior != out / PRIOR_FILE:  # the fitted latent prior travels with the weights
-        write_safetensors(out / PRIOR_FILE, *read_safetensors(prior))
+    if prior.is_file() and prior != out / PRIOR_FILE:  # the fitted latent prior travels with its weights
+        tensors, meta = read_safetensors(prior)
+        if (meta.get("step"), meta.get("weights")) == (str(info["step"] or ""), info["weights"]):
+            write_safetensors(out / PRIOR_FILE, tensors, meta)
+        else:
+            warnings.warn(f"{prior} was fitted for step {meta.get('step')} ({meta.get('weights')} weights), not the "
+                          f"exported step {info['step']} ({info['weights']}); not exported. Fit it again: "
+                          f"vaegan fit-prior --checkpoint {out}", stacklevel=2)
     return out
