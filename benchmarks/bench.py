@@ -39,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from benchmarks.reference_step import reference_step  # noqa: E402
 from vaegan.config import load_config  # noqa: E402
 from vaegan.data import CachedImages, CelebA, Faces, prepare  # noqa: E402
-from vaegan.io import to_float  # noqa: E402
-from vaegan.trainer import Trainer  # noqa: E402
+from vaegan.images import to_float  # noqa: E402
+from vaegan.training.trainer import Trainer  # noqa: E402
 
 CELEBA_ROOT = ROOT.parent / "shared" / "data" / "celeba-subset"
 SECTIONS = ("ceiling", "training", "sampling", "fid", "data")
@@ -217,7 +217,7 @@ def make_trainer(s: Settings, v: Variant, run_dir: Path) -> Trainer:
     for net in trainer.nets.values():
         net.train()
     if v.compiled:
-        trainer.nets = {k: torch.compile(net) for k, net in trainer.nets.items()}
+        trainer.nets.update({k: torch.compile(net) for k, net in trainer.nets.items()})  # the update reads this dict
     return trainer
 
 

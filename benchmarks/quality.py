@@ -10,7 +10,7 @@ so the comparison does not depend on how busy the machine is. Each model is eval
 ``--evals`` points along its budget on the held-out test split, under one protocol: the same
 seed, the test images as reference (read by the same cached reader that feeds training),
 prior samples from N(0, I) and from a Gaussian mixture fitted to the training codes
-(``vaegan.latent_prior``), reconstructions of the test images. Metrics: SWD per pyramid level,
+(``vaegan.models.gmm``), reconstructions of the test images. Metrics: SWD per pyramid level,
 sample sharpness (high-frequency fraction / real), grid-peak ratio (checkerboard, / real),
 pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--inception-weights``.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,20 +31,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vaegan.checkpoint import list_checkpoints  # noqa: E402
+from vaegan.storage.checkpoint import list_checkpoints  # noqa: E402
 from vaegan.config import load_config  # noqa: E402
 from vaegan.data.cache import CachedImages, prepare, read_header  # noqa: E402
 from vaegan.data import build_dataset  # noqa: E402
-from vaegan.evaluate import image_metrics  # noqa: E402
-from vaegan.generate import reconstruct  # noqa: E402
-from vaegan.io import save_image  # noqa: E402
-from vaegan.latent_prior import fit_gmm  # noqa: E402
-from vaegan.latents import decode_latents, encode_images  # noqa: E402
+from vaegan.evaluation.evaluate import image_metrics  # noqa: E402
+from vaegan.models.inference import reconstruct  # noqa: E402
+from vaegan.images import save_image  # noqa: E402
+from vaegan.models.gmm import fit_gmm  # noqa: E402
+from vaegan.models.inference import decode_latents, encode_images  # noqa: E402
 from vaegan.metrics.swd import pyramid_resolutions  # noqa: E402
 from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
-from vaegan.pretrained import load_pretrained  # noqa: E402
-from vaegan.report import side_by_side  # noqa: E402
-from vaegan.trainer import Trainer  # noqa: E402
+from vaegan.storage.pretrained import load_pretrained  # noqa: E402
+from vaegan.evaluation.report import side_by_side  # noqa: E402
+from vaegan.training.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "celeba-subset"
@@ -165,7 +164,7 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
         m["pixel_fd"] = pixel_fd(samples, reference)
         m["recon_grid_peak_ratio"] = grid_peak_ratio(recon, reference)["grid_peak_ratio"]
         if args.inception_weights:
-            from vaegan.evaluate import feature_extractor, feature_metrics
+            from vaegan.evaluation.evaluate import feature_extractor, feature_metrics
             m.update(feature_metrics(samples, reference, feature_extractor(None, args.inception_weights, args.device)))
         out[prior] = m
     out["images"] = {"normal": normal[:64], "gmm": mixture[:64], "recon": torch.stack([reference[:32], recon[:32]], 1).flatten(0, 1)}

@@ -11,7 +11,7 @@ contiguous tensors, and every network run once per source:
   terms' into the discriminator, the decoder's into the encoder) are thrown away by zeroing
   between the passes, as those implementations must to route correctly.
 
-The losses are the toolkit's (``vaegan.losses``), so both steps compute the same gradients:
+The losses are the toolkit's (``vaegan.training.losses``), so both steps compute the same gradients:
 
     encoder       <- kl_weight * KL + rec
     decoder       <- gamma * rec + w_adv * GAN  (w_adv = 1 unless given; adaptive: taming's
@@ -19,15 +19,15 @@ The losses are the toolkit's (``vaegan.losses``), so both steps compute the same
     discriminator <- GAN discriminator loss on real vs fakes (``fake_sources``) + R1
 
 where rec = Dis_l + pixel_weight * pixel loss; with augmentation parameters every image the
-discriminator reads is augmented (``vaegan.augment``).
+discriminator reads is augmented (``vaegan.training.augment``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from vaegan import augment, losses
 from vaegan.config import LossConfig
+from vaegan.training import augment, losses
 
 
 def _take_grads(module: nn.Module) -> list[torch.Tensor | None]:

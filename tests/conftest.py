@@ -23,7 +23,7 @@ def tiny_config(*overrides: str) -> Config:
 
 
 def _train(tmp_path_factory, name: str, *overrides: str) -> Path:
-    from vaegan.trainer import Trainer
+    from vaegan.training.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp(name) / "run"
     Trainer(tiny_config(*overrides), run_dir).fit()

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402
 
-from vaegan.trainer import Trainer  # noqa: E402
+from vaegan.training.trainer import Trainer  # noqa: E402
 
 out = Path(sys.argv[1])
 flags = dict(a[2:].partition("=")[::2] for a in sys.argv[2:] if a.startswith("--"))

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vaegan import augment
+from vaegan.training import augment
 
 
 def _uniform(values):

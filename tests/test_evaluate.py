@@ -1,4 +1,4 @@
-"""Tests for vaegan.evaluate, vaegan.report and the ``fid`` / ``compare`` commands.
+"""Tests for vaegan.evaluation.evaluate, vaegan.evaluation.report and the ``fid`` / ``compare`` commands.
 
 They run on the session-trained fixture runs (32 px faces). FID/KID/PR go through the production
 code with the weights-free test extractor; the missing-weights paths use an empty TORCH_HOME and
@@ -20,11 +20,11 @@ from PIL import Image
 import vaegan.metrics as M
 from vaegan.cli import main
 from vaegan.data import build_dataset
-from vaegan.evaluate import TEST_EXTRACTOR, load_images, quick_metrics
-from vaegan.generate import reconstruct, sample
-from vaegan.io import make_grid, pil_to_uint8
-from vaegan.pretrained import load_from_checkpoint
-from vaegan.report import LABEL_PX
+from vaegan.evaluation.evaluate import TEST_EXTRACTOR, load_images, quick_metrics
+from vaegan.models.inference import reconstruct, sample
+from vaegan.images import make_grid, pil_to_uint8
+from vaegan.storage.pretrained import load_from_checkpoint
+from vaegan.evaluation.report import LABEL_PX
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 64  # samples per run: one full 8x8 preview grid

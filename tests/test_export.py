@@ -1,4 +1,4 @@
-"""Tests of vaegan.export and vaegan.pretrained: export folders, loading from runs/checkpoints/exports."""
+"""Tests of vaegan.storage.export and vaegan.storage.pretrained: export folders, loading from runs/checkpoints/exports."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import vaegan
-from vaegan.checkpoint import load_checkpoint, resolve_checkpoint
+from vaegan.storage.checkpoint import load_checkpoint, resolve_checkpoint
 from vaegan.cli import main
-from vaegan.export import export_model
-from vaegan.pretrained import load_pretrained, strip_wrappers
+from vaegan.storage.export import export_model
+from vaegan.storage.pretrained import load_pretrained, strip_wrappers
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _copy_export(src: Path, dst: Path, tensors: dict | None = None, config: dict
 
 @torch.no_grad()
 def test_export_and_run_give_identical_outputs(trained_vaegan_run, exported):
-    from vaegan.io import to_float
+    from vaegan.images import to_float
 
     run = load_pretrained(trained_vaegan_run, with_discriminator=True)
     exp = load_pretrained(exported, with_discriminator=True)
@@ -84,7 +84,7 @@ def test_export_without_discriminator_and_raw_weights(trained_vaegan_run, tmp_pa
 
 def test_vae_run_has_no_discriminator_to_export(tmp_path):
     from conftest import tiny_config
-    from vaegan.checkpoint import save_checkpoint
+    from vaegan.storage.checkpoint import save_checkpoint
     from vaegan.models import build_vae
 
     cfg = tiny_config("model.kind=vae")
@@ -102,7 +102,7 @@ def test_loads_run_checkpoint_export_and_weights_file(trained_vaegan_run, export
     ref = load_pretrained(exported).vae.decode(z)
     for path in (trained_vaegan_run, resolve_checkpoint(trained_vaegan_run), exported / "model.safetensors"):
         assert torch.equal(load_pretrained(path).vae.decode(z), ref), path
-    vae, cfg, dis = vaegan.pretrained.load_from_checkpoint(exported, with_discriminator=True)
+    vae, cfg, dis = vaegan.storage.pretrained.load_from_checkpoint(exported, with_discriminator=True)
     assert dis is not None and cfg.model.latent_dim == 32 and not vae.training
 
 
@@ -129,7 +129,7 @@ def test_loading_uses_no_pickle(trained_vaegan_run, exported, monkeypatch):
 def test_loading_an_export_imports_no_training_code(exported):
     code = ("import sys, vaegan; vaegan.load_pretrained(sys.argv[1], with_discriminator=True); "
             "bad = [m for m in sys.modules if m.split('.')[0] == 'accelerate' or m in "
-            "('vaegan.trainer', 'vaegan.steps', 'vaegan.losses', 'vaegan.ema')]; print(bad); sys.exit(bool(bad))")
+            "('vaegan.training.trainer', 'vaegan.training.update', 'vaegan.training.losses', 'vaegan.training.ema')]; print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code, str(exported)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -201,7 +201,7 @@ def test_failed_export_leaves_the_previous_one(exported, tmp_path, monkeypatch, 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vaegan.tensorfile.save", broken)
+    monkeypatch.setattr("vaegan.files.save", broken)
     with pytest.raises(OSError):
         export_model(trained_vaegan_run, folder)
     assert (folder / "model.safetensors").read_bytes() == before

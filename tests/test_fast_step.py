@@ -22,8 +22,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.reference_step import reference_gradients  # noqa: E402
 from conftest import tiny_config  # noqa: E402
-from vaegan import augment, losses  # noqa: E402
-from vaegan.trainer import Trainer  # noqa: E402
+from vaegan.training import losses  # noqa: E402
+from vaegan.training.trainer import Trainer  # noqa: E402
 
 LOSS_KEYS = ("loss/kl", "loss/dis_l", "loss/gan", "loss/dis")
 
@@ -40,17 +40,12 @@ def _fast_step(tr: Trainer):
     """One toolkit iteration up to its optimizer step: (logs, grads, pre-step nets, x, eps, z_prior)."""
     images = torch.stack([tr.dataset[i] for i in range(tr.local_batch)])
     before = copy.deepcopy(_unwrapped(tr))  # weights and batch-norm buffers before the step
-    state = tr.noise.get_state()
-    x = tr._prepare_batch(images)
-    tr.active = {}
-    logs = tr.vaegan_step(x)
+    x = tr.prepare_batch(images)
+    result = tr.update(x, tr.noise, tr.step, sync=False)  # backward passes only: the gradients stay
     grads = {k: [p.grad.detach().float().clone() for p in v.parameters()] for k, v in tr.nets.items()}
-    tr.noise.set_state(state)  # the step's noise, drawn again in the same order
-    b, d = x.shape[0], tr.cfg.model.latent_dim
-    kinds = augment.parse(tr.cfg.loss.dis_augment)
-    tr.augment_params = augment.draw(kinds, b, lambda shape: torch.special.ndtr(tr._draw(shape))) if kinds else None
-    eps, z_prior = tr._draw((b, d)), tr._draw((b, d))
-    return logs, grads, before, x, eps, z_prior
+    tr.augment_params = result.noise["augment"]  # for _reference
+    tr.paused = result.paused
+    return result.logs, grads, before, x, result.noise["eps"], result.noise["z_prior"]
 
 
 def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_weight: float = 1.0,
@@ -144,7 +139,7 @@ def test_paused_discriminator_gets_no_gradient(tmp_path):
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", "loss.equilibrium=true",
                   "loss.equilibrium_target=10.0", "loss.equilibrium_margin=0.1")
     logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    assert float(logs["train/dis_updated"]) == 0.0 and tr.active["discriminator"] is False
+    assert float(logs["train/dis_updated"]) == 0.0 and tr.paused == ("discriminator",)
     assert all(float(g.abs().max()) == 0.0 for g in grads["discriminator"])
     _, ref_grads = _reference(tr, before, x, eps, z_prior)
     ref_grads["discriminator"] = [torch.zeros_like(g) for g in ref_grads["discriminator"]]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from vaegan.latent_prior import GaussianMixture, fit_gmm
+from vaegan.models.gmm import GaussianMixture, fit_gmm
 
 
 def _two_clusters(n=3000, d=6, seed=0):
@@ -51,9 +51,9 @@ def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_pa
     import shutil
 
     from vaegan.cli import main
-    from vaegan.io import load_image
-    from vaegan.latent_prior import PRIOR_FILE, load_prior
-    from vaegan.pretrained import load_pretrained
+    from vaegan.images import load_image
+    from vaegan.storage.prior import PRIOR_FILE, load_prior
+    from vaegan.storage.pretrained import load_pretrained
 
     run = shutil.copytree(trained_vae_run, tmp_path / "run")
     assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--out", str(tmp_path / "x.png")]) == 2
@@ -64,8 +64,8 @@ def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_pa
     assert mixture.means.shape == (3, vae.latent_dim)
     # The mixture sits where the training codes are, which is not where N(0, I) puts its mass.
     from vaegan.data import build_dataset
-    from vaegan.latents import encode_images
-    from vaegan.trainer import config_from_run
+    from vaegan.models.inference import encode_images
+    from vaegan.training.trainer import config_from_run
 
     dataset = build_dataset(config_from_run(run).data, split="train")
     codes = encode_images(vae, torch.stack([dataset[i] for i in range(400)])).mean.double()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import vaegan.metrics as M
-from vaegan.io import save_image
+from vaegan.images import save_image
 from vaegan.metrics import swd as swd_mod
 
 

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from vaegan.trainer import Trainer
+from vaegan.training.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -68,13 +68,13 @@ def test_gradient_accumulation_steps_once_per_accumulated_batch(tmp_path):
     assert tr.local_batch == 8
     counts = {k: 0 for k in tr.opts}
     for name, opt in tr.opts.items():
-        original = opt.optimizer.step
+        original = opt.step
 
         def counted(*a, _name=name, _orig=original, **kw):
             counts[_name] += 1
             return _orig(*a, **kw)
 
-        opt.optimizer.step = counted
+        opt.step = counted
     stream = iter(tr.sampler)
     batch = lambda: torch.stack([tr.dataset[i] for i in next(stream)])
     before = [p.detach().clone() for p in tr.nets["decoder"].parameters()]

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaegan import checkpoint, losses
+from vaegan.storage import checkpoint
+from vaegan.training import losses
 from vaegan.cli import main
-from vaegan.state import load_state
-from vaegan.trainer import Trainer, TrainingDiverged
+from vaegan.storage.state import load_state
+from vaegan.training.trainer import Trainer, TrainingDiverged
 
 from conftest import TINY, tiny_config
 
@@ -80,9 +81,9 @@ def test_interrupted_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypa
         Path(str(path) + ".partial").write_bytes(b"half a file")
         raise KeyboardInterrupt  # as if killed mid-write
 
-    import vaegan.state
+    import vaegan.storage.state
 
-    monkeypatch.setattr(vaegan.state, "write_safetensors", crash)
+    monkeypatch.setattr(vaegan.storage.state, "write_safetensors", crash)
     tr.step = 3
     with pytest.raises(KeyboardInterrupt):
         tr.save()

@@ -4,8 +4,9 @@ import copy
 import pytest
 import torch
 
-from vaegan import losses, steps
-from vaegan.trainer import Trainer
+from vaegan.training import losses
+from vaegan.training import update as steps
+from vaegan.training.trainer import Trainer
 
 from conftest import tiny_config
 
@@ -17,20 +18,17 @@ def _trainer(tmp_path, *overrides):
 
 
 def _batch(tr):
-    return tr._prepare_batch(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
+    return tr.prepare_batch(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))
 
 
 def _grads(module):
     return [None if p.grad is None else p.grad.clone() for p in module.parameters()]
 
 
-def _expected(tr, nets, x, noise_state):
+def _expected(tr, nets, x, noise):
     """Gradients of each network's own objective, computed independently with autograd.grad."""
-    tr.noise.set_state(noise_state)
-    b, d = x.shape[0], tr.cfg.model.latent_dim
-    eps, z_prior = tr._draw((b, d)), tr._draw((b, d))
-    fwd = steps.vaegan_forward(nets["encoder"], nets["decoder"], nets["discriminator"], x, eps, z_prior,
-                               tr.cfg.loss.fake_sources)
+    fwd = steps.vaegan_forward(nets["encoder"], nets["decoder"], nets["discriminator"], x, noise["eps"],
+                               noise["z_prior"], tr.cfg.loss.fake_sources)
     lc = tr.cfg.loss
     kl = losses.kl_loss(fwd.posterior)
     feat = losses.feature_loss(fwd.features_rec, fwd.features_real)
@@ -50,10 +48,8 @@ def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources):
     tr = _trainer(tmp_path, f"loss.fake_sources={sources}")
     x = _batch(tr)
     nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
-    state = tr.noise.get_state()
-    tr.active = {}
-    tr.vaegan_step(x)
-    expected = _expected(tr, nets, x, state)
+    result = tr.update(x, tr.noise, tr.step, sync=False)  # gradients, no optimizer step
+    expected = _expected(tr, nets, x, result.noise)
     for name in ("encoder", "decoder", "discriminator"):
         got = _grads(tr.nets[name])
         for g, e in zip(got, expected[name]):
@@ -70,10 +66,9 @@ def test_discriminator_step_touches_only_the_discriminator(tmp_path):
     x = _batch(tr)
     b, d = x.shape[0], tr.cfg.model.latent_dim
     fwd = steps.vaegan_forward(tr.nets["encoder"], tr.nets["decoder"], tr.nets["discriminator"], x,
-                               tr._draw((b, d)), tr._draw((b, d)), "both")
+                               tr.noise((b, d)), tr.noise((b, d)), "both", detach_fakes=True)
     logs = steps.discriminator_loss(fwd, tr.cfg.loss)
-    tr.active = {}
-    tr.discriminator_step(fwd, logs, train=True)
+    tr.update.discriminator_backward(fwd, logs["loss/dis"], train=True)
     assert all(p.grad is None for n in ("encoder", "decoder") for p in tr.nets[n].parameters())
     assert all(p.grad is not None for p in tr.nets["discriminator"].parameters())
 
@@ -82,14 +77,13 @@ def test_each_optimizer_steps_once_per_iteration(tmp_path):
     tr = _trainer(tmp_path, "train.max_steps=3")
     counts = {k: 0 for k in tr.opts}
     for name, opt in tr.opts.items():
-        inner = opt.optimizer
-        original = inner.step
+        original = opt.step
 
         def counted(*a, _name=name, _orig=original, **kw):
             counts[_name] += 1
             return _orig(*a, **kw)
 
-        inner.step = counted
+        opt.step = counted
     before = {k: [p.detach().clone() for p in v.parameters()] for k, v in tr.nets.items()}
     stream = iter(tr.sampler)
     for _ in range(3):
@@ -126,7 +120,6 @@ def test_vae_step_trains_encoder_and_decoder_on_pixels(tmp_path):
     tr = Trainer(tiny_config("model.kind=vae", "train.precision=fp32"), tmp_path / "run")
     assert set(tr.nets) == {"encoder", "decoder"}
     x = _batch(tr)
-    tr.active = {}
-    logs = tr.vae_step(x)
+    logs = tr.update(x, tr.noise, tr.step, sync=False).logs
     assert logs["loss/total"].item() == pytest.approx(logs["loss/recon"].item() + logs["loss/kl"].item(), rel=1e-5)
     assert all(p.grad is not None for n in tr.nets for p in tr.nets[n].parameters())

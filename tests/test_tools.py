@@ -14,15 +14,17 @@ import torch
 from PIL import Image
 
 import vaegan
-from vaegan.anomaly import anomaly_scores, auroc
+from vaegan.tools.anomaly import anomaly_scores, auroc
 from vaegan.cli import main
 from vaegan.data import Faces, render
-from vaegan.generate import interpolate, lerp, reconstruct, slerp, variations
-from vaegan.inputs import read_split
-from vaegan.io import load_image, pil_to_uint8, save_image
-from vaegan.latents import decode_latents, decode_to_files, encode_images, encode_to_file, load_latents
+from vaegan.tools.generate import interpolate, lerp, slerp, variations
+from vaegan.models.inference import reconstruct
+from vaegan.data.inputs import read_split
+from vaegan.images import load_image, pil_to_uint8, save_image
+from vaegan.models.inference import decode_latents, encode_images
+from vaegan.tools.latents import decode_to_files, encode_to_file, load_latents
 from vaegan.metrics import psnr
-from vaegan.pretrained import load_pretrained
+from vaegan.storage.pretrained import load_pretrained
 
 SHARED_CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba-subset"
 
@@ -213,7 +215,7 @@ def _non_faces(faces: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
     shuffled = faces[:n].flatten(2)[:, :, perm].view(n, 3, 32, 32)
     kinds = {"noise": noise, "gradients": gradients, "shuffled": shuffled}
     if (SHARED_CELEBA / "img_align_celeba").is_dir():
-        from vaegan.inputs import ImageList
+        from vaegan.data.inputs import ImageList
 
         files = sorted((SHARED_CELEBA / "img_align_celeba").glob("*.jpg"))[:n]
         reader = ImageList(files, 32)
@@ -303,7 +305,7 @@ class RendererMeasure:
     """
 
     def __init__(self, dataset, indices: list[int], name: str):
-        from vaegan.attributes import MIDPOINTS
+        from vaegan.tools.attributes import MIDPOINTS
 
         self.low, self.high = (-1.0, 1.0) if MIDPOINTS[name] == 0.0 else (0.0, 1.0)
         self.ends = torch.stack([render({**dataset.params(i), name: v}, dataset.resolution)
@@ -342,7 +344,7 @@ def _edit_gain(model, faces, name: str, alpha: float = 1.5) -> dict:
     vector moved images along the attribute as far as reconstructions do: alpha times the gap in
     ground truth between the positives and negatives the vector averages, times ``carried``.
     """
-    from vaegan.attributes import MIDPOINTS, binarise
+    from vaegan.tools.attributes import MIDPOINTS, binarise
 
     vae, (data, val) = model.vae, faces
     truth = torch.tensor([data.dataset.params(i)[name] for i in data.indices])

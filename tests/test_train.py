@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from vaegan.cli import main
-from vaegan.io import to_float
-from vaegan.trainer import Trainer
+from vaegan.images import to_float
+from vaegan.training.trainer import Trainer
 
 from conftest import TINY, tiny_config
 
@@ -80,7 +80,7 @@ def test_periodic_evaluation_is_logged(tmp_path):
 
 
 def test_ema_ramps_up_and_its_batchnorm_statistics_match_its_weights(tmp_path):
-    from vaegan.ema import ema_decay, recalibrate_batchnorm
+    from vaegan.training.ema import ema_decay, recalibrate_batchnorm
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 10**6) == 0.999
     assert ema_decay(0.999, 600) < 0.99  # 0.999^600 left 55% of the initialisation in the average

@@ -16,19 +16,24 @@ __version__ = "0.1.0"
 
 _API = {
     # Models in and out.
-    "load_pretrained": "pretrained", "Pretrained": "pretrained", "export_model": "export",
+    "load_pretrained": "storage.pretrained", "Pretrained": "storage.pretrained", "export_model": "storage.export",
     # Generation and morphing.
-    "sample": "generate", "reconstruct": "generate", "interpolate": "generate", "variations": "generate",
-    "slerp": "generate", "lerp": "generate",
+    "sample": "models.inference", "reconstruct": "models.inference",
+    "interpolate": "tools.generate", "variations": "tools.generate", "slerp": "tools.generate", "lerp": "tools.generate",
     # Compression.
-    "encode_images": "latents", "decode_latents": "latents", "save_latents": "latents", "load_latents": "latents",
+    "encode_images": "models.inference", "decode_latents": "models.inference",
+    "save_latents": "tools.latents", "load_latents": "tools.latents",
     # Anomaly detection.
-    "anomaly_scores": "anomaly", "auroc": "anomaly", "calibrate_threshold": "anomaly",
+    "anomaly_scores": "tools.anomaly", "auroc": "tools.anomaly", "calibrate_threshold": "tools.anomaly",
     # Latent attribute vectors.
-    "attribute_vector": "attributes", "edit_attribute": "attributes", "labelled_images": "attributes",
-    "save_vector": "attributes", "load_vector": "attributes",
+    "attribute_vector": "tools.attributes", "edit_attribute": "tools.attributes", "labelled_images": "tools.attributes",
+    "save_vector": "tools.attributes", "load_vector": "tools.attributes",
+    # Ex-post latent prior.
+    "fit_prior": "tools.prior", "load_prior": "storage.prior",
     # Reading images at the model's resolution.
-    "read_images": "inputs",
+    "read_images": "data.inputs",
+    # Errors a user can act on (all subclass VaeganError).
+    "VaeganError": "errors",
 }
 
 __all__ = ["__version__", *_API]

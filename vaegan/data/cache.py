@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from vaegan.io import atomic_path, write_text_atomic
+from vaegan.files import atomic_path, write_text_atomic
 
 FORMAT = "vaegan-uint8-cache-v1"
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vaegan.io import list_images, load_image, pil_to_uint8
+from vaegan.images import list_images, load_image, pil_to_uint8
 
 
 class ImageFiles(Dataset):

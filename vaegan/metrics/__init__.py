@@ -1,6 +1,6 @@
 """Evaluation metrics, one per module (as in StyleGAN2-ADA's metrics/).
 
-Images enter as uint8 (N, 3, H, W) in [0, 255] (vaegan.io.to_uint8 converts model outputs).
+Images enter as uint8 (N, 3, H, W) in [0, 255] (vaegan.images.to_uint8 converts model outputs).
 
 - fid:       FID, KID, precision/recall on Inception features (torch-fidelity extractor).
 - swd:       sliced Wasserstein distance on Laplacian-pyramid patches (progressive GAN).

@@ -34,7 +34,8 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from vaegan.io import atomic_path, list_images, load_image, pil_to_uint8
+from vaegan.files import atomic_path
+from vaegan.images import list_images, load_image, pil_to_uint8
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_URL = URL_INCEPTION_V3
@@ -201,7 +202,7 @@ def _check_uint8(images: torch.Tensor, ndim: int) -> torch.Tensor:
     shape = "(N, 3, H, W)" if ndim == 4 else "(3, H, W)"
     if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != ndim or images.shape[-3] != 3:
         got = f"{images.dtype} {tuple(images.shape)}" if torch.is_tensor(images) else type(images).__name__
-        raise ValueError(f"expected uint8 images {shape} in [0, 255], got {got} (convert with vaegan.io.to_uint8)")
+        raise ValueError(f"expected uint8 images {shape} in [0, 255], got {got} (convert with vaegan.images.to_uint8)")
     return images
 
 
@@ -219,7 +220,7 @@ def _dataset_item(item) -> torch.Tensor:
 def iter_images(source, num_images: int | None = None) -> Iterator[torch.Tensor]:
     """Single uint8 images (3, H, W) from any accepted source.
 
-    source: uint8 tensor (N, 3, H, W); folder path (images read with vaegan.io); a map-style
+    source: uint8 tensor (N, 3, H, W); folder path (images read with vaegan.images); a map-style
     Dataset whose items are uint8 (3, H, W) or (image, ...) tuples; or any iterable of uint8
     batches (B, 3, H, W), single images (3, H, W) or (batch, labels) pairs. ``num_images`` takes a
     seeded random subset of indexable sources and the first ``num_images`` of plain iterables.

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from .decoder import Decoder
-from .discriminator import Discriminator
-from .distributions import DiagonalGaussian, standard_normal_log_prob
-from .encoder import Encoder
+from vaegan.config import ModelConfig
+from vaegan.models.decoder import Decoder
+from vaegan.models.discriminator import Discriminator
+from vaegan.models.distributions import DiagonalGaussian, standard_normal_log_prob
+from vaegan.models.encoder import Encoder
 
 
 class VAE(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import Norm, channels, levels
+from vaegan.models.layers import Norm, channels, levels
 
 # Transposed-conv widths per number of stride-2 stages; 3 stages (64 px) is the paper's 256/128/32.
 DECODER_CHANNELS = {2: (256, 64), 3: (256, 128, 32), 4: (256, 128, 64, 32)}

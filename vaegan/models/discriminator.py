@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
-from .layers import Norm, channels, levels
+from vaegan.models.layers import Norm, channels, levels
 
 # Stride-2 conv widths after the first 32-channel conv; 3 stages (64 px) is the paper's 128/256/256.
 DISCRIMINATOR_CHANNELS = {2: (128, 256), 3: (128, 256, 256), 4: (64, 128, 256, 256)}

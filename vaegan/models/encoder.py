@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributions import DiagonalGaussian
-from .layers import Norm, channels, levels
+from vaegan.models.distributions import DiagonalGaussian
+from vaegan.models.layers import Norm, channels, levels
 
 # Conv widths per number of stride-2 stages; 3 stages (64 px) is the paper's 64/128/256.
 ENCODER_CHANNELS = {2: (128, 256), 3: (64, 128, 256), 4: (32, 64, 128, 256)}

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .data.faces import ATTR_NAMES as FACE_ATTRS
-from .data.faces import Faces
-from .io import save_grid
-from .latents import decode_latents, encode_images
-from .tensorfile import read_safetensors, write_safetensors
+from vaegan.data.faces import ATTR_NAMES as FACE_ATTRS
+from vaegan.data.faces import Faces
+from vaegan.images import save_grid
+from vaegan.models.inference import decode_latents, encode_images
+from vaegan.files import read_safetensors, write_safetensors
 
 VECTOR_FORMAT = "vaegan-attribute-vector-v1"
 # Middle of each built-in face attribute's range; CelebA's +1/-1 labels split at 0.
@@ -85,9 +85,9 @@ def labelled_images(cfg, attr: str, images: str | Path | None = None, attr_file:
     ``attr_file`` (list_attr_celeba.txt format); else the split (``images='split:NAME'`` or
     ``split``) of the model's own dataset (built-in faces or CelebA).
     """
-    from .data import build_dataset
-    from .data.celeba import read_attributes
-    from .inputs import SPLIT_PREFIX, ImageList, ImageSet, image_files, read_split
+    from vaegan.data import build_dataset
+    from vaegan.data.celeba import read_attributes
+    from vaegan.data.inputs import SPLIT_PREFIX, ImageList, ImageSet, image_files, read_split
 
     if attr_file is not None:
         if images is None:
@@ -132,8 +132,8 @@ def attribute_to_file(checkpoint: str | Path, attr: str | None = None, out: str 
     ``edit_images`` (file, folder or ``split:NAME``), else the first n labelled images that lack
     the attribute (have it, for negative alphas).
     """
-    from .inputs import read_images
-    from .pretrained import load_pretrained
+    from vaegan.data.inputs import read_images
+    from vaegan.storage.pretrained import load_pretrained
 
     vae, cfg, _, _ = load_pretrained(checkpoint)
     summary: dict = {}

@@ -1,13 +1,41 @@
-"""Single safetensors files with JSON-able metadata: read with clear errors, write atomically."""
+"""Files the toolkit writes: atomically (temporary name, then rename), and safetensors with JSON-able metadata."""
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from .io import atomic_path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ""):
+    """Yield a temporary path in ``path``'s folder; rename it onto ``path`` on success.
+
+    A crash or exception leaves any previous file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def read_safetensors(path: str | Path, expected: str = "a safetensors file",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .models.distributions import DiagonalGaussian
+from vaegan.models.distributions import DiagonalGaussian
 
 
 def kl_loss(posterior: DiagonalGaussian) -> torch.Tensor:

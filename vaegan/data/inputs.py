@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .config import Config
-from .data.folder import ImageFiles, ImageFolder
-from .io import IMAGE_EXTENSIONS, list_images
+from vaegan.config import Config
+from vaegan.data.folder import ImageFiles, ImageFolder
+from vaegan.images import IMAGE_EXTENSIONS, list_images
 
 SPLIT_PREFIX = "split:"
 
@@ -70,7 +70,7 @@ def read_split(split: str, cfg: Config, limit: int | None = None, indices: list[
 
     ``dataset``: that split already built (``build_dataset(cfg.data, split)``).
     """
-    from .data import build_dataset
+    from vaegan.data import build_dataset
 
     dataset = dataset if dataset is not None else build_dataset(cfg.data, split)
     if indices is None:

@@ -1,8 +1,8 @@
-"""The training loop: Accelerate, mixed precision, three optimizers, EMA, logging, checkpoints.
+"""The training loop: set-up, Accelerate, mixed precision, EMA, logging, checkpoints, resume.
 
-``Trainer(cfg, run_dir).fit()`` trains a plain VAE or a Larsen VAE-GAN. The iteration is
-split into named steps (``discriminator_step``, ``generator_step``) over one forward pass;
-see :mod:`vaegan.steps` for who learns from what.
+``Trainer(cfg, run_dir).fit()`` trains a plain VAE or a Larsen VAE-GAN. What one iteration
+computes and which network learns from what is :class:`vaegan.training.update.Update`; the
+trainer builds it, feeds it batches and noise, and keeps the state around it.
 """
 from __future__ import annotations
 
@@ -15,19 +15,40 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from . import augment, losses, steps
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, from_dict
-from . import data as _data
-from .data.loader import GlobalBatchSampler, batches
-from .ema import EMA, recalibrate_batchnorm
-from .io import save_grid, to_float, write_text_atomic
-from .models import VAE, build_decoder, build_discriminator, build_encoder
-from .models.layers import sync_batchnorm
+from vaegan import data as _data
+from vaegan.config import Config, from_dict
+from vaegan.data.loader import GlobalBatchSampler, batches
+from vaegan.files import write_text_atomic
+from vaegan.images import save_grid, to_float
+from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
+from vaegan.models.layers import sync_batchnorm
+from vaegan.storage.checkpoint import load_checkpoint, save_checkpoint
+from vaegan.training.ema import EMA, recalibrate_batchnorm
+from vaegan.training.update import LossScale, Update
 
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses; the last good checkpoint is intact."""
+
+
+class SharedNoise:
+    """Standard normal noise that every rank draws in step: each call draws the global batch's
+    noise from one generator and returns this rank's slice, so N processes see the noise one
+    process would."""
+
+    def __init__(self, seed: int, device: torch.device, rank: int = 0, world: int = 1):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.device, self.rank, self.world = device, rank, world
+
+    def __call__(self, shape: tuple[int, ...]) -> torch.Tensor:
+        full = torch.randn((shape[0] * self.world, *shape[1:]), generator=self.generator, device=self.device)
+        return full[self.rank * shape[0] : (self.rank + 1) * shape[0]]
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
 
 
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
@@ -59,7 +80,6 @@ class Trainer:
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
-        self.is_gan = cfg.model.kind == "vaegan"
         micro = acc.num_processes * t.grad_accum_steps
         if t.batch_size % micro:
             raise ValueError(f"train.batch_size={t.batch_size} must be divisible by processes x "
@@ -73,7 +93,7 @@ class Trainer:
         # Networks, optimizers, EMA.
         memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         nets = {"encoder": build_encoder(cfg.model, res), "decoder": build_decoder(cfg.model, res)}
-        if self.is_gan:
+        if cfg.model.kind == "vaegan":
             nets["discriminator"] = build_discriminator(cfg.model, res)
         if t.sync_batchnorm:
             nets = {k: sync_batchnorm(v) for k, v in nets.items()}
@@ -81,15 +101,17 @@ class Trainer:
         lrs = {"encoder": cfg.optim.lr, "decoder": cfg.optim.lr, "discriminator": cfg.optim.lr_dis or cfg.optim.lr}
         opts = {k: build_optimizer(v.parameters(), cfg.optim, lrs[k]) for k, v in nets.items()}
         names = list(nets)
-        prepared = acc.prepare(*[nets[k] for k in names], *[opts[k] for k in names])
-        self.nets = dict(zip(names, prepared[: len(names)]))
-        self.opts = dict(zip(names, prepared[len(names) :]))
+        self.nets = dict(zip(names, acc.prepare(*[nets[k] for k in names])))
+        self.opts = opts  # stepped by the update itself: Accelerate's wrapper would skip steps while accumulating
         self.memory_format = memory_format
         self.ema = EMA({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, t.ema_decay) \
             if t.ema_decay > 0 else None
 
         # Noise shared by all ranks: each draws the global batch's noise and takes its slice.
-        self.noise = torch.Generator(device=self.device).manual_seed(t.seed + 1)
+        self.noise = SharedNoise(t.seed + 1, self.device, acc.process_index, acc.num_processes)
+        self.update = Update(cfg, self.nets, self.opts, LossScale(t.grad_accum_steps, self.scaler), self.autocast,
+                             last_layer=acc.unwrap_model(self.nets["decoder"]).last_layer,
+                             reduce_sum=lambda v: acc.reduce(v.to(self.device), "sum"))
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -105,187 +127,32 @@ class Trainer:
         self.calibration_x = torch.stack([self.dataset[int(i)] for i in order[:256]]) if self.ema is not None else None
         self._ema_calibrated_at = -1
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ iteration
 
-    def _draw(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """Global-batch noise from the shared generator; this rank's slice."""
-        acc = self.accelerator
-        full = torch.randn((shape[0] * acc.num_processes, *shape[1:]), generator=self.noise, device=self.device)
-        return full[acc.process_index * shape[0] : (acc.process_index + 1) * shape[0]]
-
-    def _prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, R, R) from the loader -> float in [-1, 1] on the device, flipped per
+        ``data.hflip`` with the shared noise, in the training memory format."""
         x = to_float(images.to(self.device, non_blocking=True))
         if self.cfg.data.hflip:
-            flip = self._draw((x.shape[0],)) > 0
+            flip = self.noise((x.shape[0],)) > 0
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.contiguous(memory_format=self.memory_format)
 
-    def _scaled(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss as backward sees it: averaged over accumulation steps, fp16 loss-scaled."""
-        loss = loss / self.cfg.train.grad_accum_steps
-        return self.scaler.scale(loss) if self.scaler is not None else loss
-
-    def _backward(self, loss: torch.Tensor, net: str | None = None, retain: bool = False,
-                  leaves: list[torch.Tensor] = ()) -> None:
-        """Backward of ``loss`` into one network's parameters only (all when net is None), and
-        into ``leaves``, whose ``.grad`` the caller takes (see ``_take``)."""
-        inputs = list(self.nets[net].parameters()) + list(leaves) if net else None
-        self._scaled(loss).backward(inputs=inputs, retain_graph=retain)
-
-    @staticmethod
-    def _take(leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The leaves' gradients (zeros where none arrived), leaving them with none."""
-        grads = [torch.zeros_like(t) if t.grad is None else t.grad for t in leaves]
-        for t in leaves:
-            t.grad = None
-        return grads
-
-    def _grads_at(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """d loss / d leaves, scaled as backward scales losses."""
-        self._scaled(loss).backward(inputs=leaves, retain_graph=True)
-        return self._take(leaves)
-
-    def vae_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL."""
-        b, d = x.shape[0], self.cfg.model.latent_dim
-        kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
-        with self.autocast():
-            posterior = self.nets["encoder"](x)
-            x_rec = self.nets["decoder"](posterior.sample(self._draw((b, d))))
-            logs = steps.vae_losses(posterior, x_rec, x, self.cfg.loss, kl_w)
-        if self._all_finite(logs):
-            self._backward(logs["loss/total"])
-        return logs
-
-    def vaegan_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Larsen VAE-GAN: one forward, then the discriminator and generator steps."""
-        b, d = x.shape[0], self.cfg.model.latent_dim
-        kl_w = losses.kl_weight(self.step, self.cfg.loss.beta, self.cfg.loss.kl_warmup_steps)
-        lc = self.cfg.loss
-        kinds = augment.parse(lc.dis_augment)
-        aug = augment.draw(kinds, b, lambda shape: torch.special.ndtr(self._draw(shape))) if kinds else None
-        r1_weight = lc.r1_gamma / 2 * lc.r1_every_steps if lc.r1_gamma > 0 and self.step % lc.r1_every_steps == 0 else 0.0
-        with self.autocast():
-            fwd = steps.vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"],
-                                       x, self._draw((b, d)), self._draw((b, d)), lc.fake_sources,
-                                       detach_fakes=True, augment_params=aug, r1=r1_weight > 0)
-            logs = steps.discriminator_loss(fwd, lc, r1_weight)
-            logs.update(steps.generator_losses(fwd, self.cfg.loss, kl_w))
-        if not self._all_finite(logs):
-            return logs
-        train_dis, adv_on = self._balance(logs)
-        logs["train/dis_updated"] = torch.tensor(float(train_dis))
-        dis_grad_at_fakes = self.discriminator_step(fwd, logs, train_dis)
-        self.generator_step(fwd, logs, kl_w, adv_on, dis_grad_at_fakes)
-        return logs
-
-    def discriminator_step(self, fwd: steps.Forward, logs: dict[str, torch.Tensor],
-                           train: bool) -> list[torch.Tensor] | None:
-        """The discriminator learns from the GAN loss only. A paused discriminator still runs
-        its backward (scaled by zero) so that data-parallel gradient hooks stay in step.
-
-        With the original minimax loss the same pass gives the GAN loss's gradient at the fakes
-        (minus this loss's), which is returned; else None."""
-        reuse = train and self.cfg.loss.adversarial == "original"
-        leaves = fwd.fake_inputs if reuse else []
-        self._backward(logs["loss/dis"] * float(train), "discriminator", retain=True, leaves=leaves)
-        self.active["discriminator"] = train
-        return [-g for g in self._take(leaves)] if reuse else None
-
-    def generator_step(self, fwd: steps.Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
-                       gan_grad_at_fakes: list[torch.Tensor] | None) -> None:
-        """Encoder: beta * KL + rec. Decoder: gamma * rec + w_adv * GAN (rec: Dis_l + pixel term).
-
-        Both are chained from the losses' gradients at the fakes the discriminator read."""
-        lc, fakes = self.cfg.loss, [f for f in (fwd.x_rec, fwd.x_prior) if f is not None]
-        rec_grad = self._grads_at(logs["loss/rec"], fwd.fake_inputs[:1])[0]
-        gan_grads = gan_grad_at_fakes
-        if gan_grads is None:
-            gan_grads = self._grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else [torch.zeros_like(f) for f in fakes]
-        w_adv = logs["weight/adv"] = self._adversarial_weight(fakes, rec_grad, gan_grads, adv_on)
-        decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0], *(w_adv * g for g in gan_grads[1:])]
-        torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
-                                inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
-        torch.autograd.backward([self._scaled(kl_w * logs["loss/kl"]), fakes[0]], [None, rec_grad.to(fakes[0].dtype)],
-                                inputs=list(self.nets["encoder"].parameters()))
-
-    def _balance(self, logs) -> tuple[bool, bool]:
-        """(train the discriminator, give the decoder its adversarial term) for this step."""
-        lc = self.cfg.loss
-        train_dis, train_dec = True, self.step >= lc.adv_start_step
-        if lc.equilibrium:
-            eq_dis, eq_dec = losses.equilibrium(logs["dis/bce_real"].item(), logs["dis/bce_fake"].item(),
-                                                lc.equilibrium_target, lc.equilibrium_margin)
-            train_dis, train_dec = eq_dis, train_dec and eq_dec
-        return train_dis, train_dec
-
-    def _adversarial_weight(self, fakes: list[torch.Tensor], rec_grad: torch.Tensor, gan_grads: list[torch.Tensor],
-                            adv_on: bool) -> torch.Tensor:
-        """0 before the adversarial term starts, else loss.adv_weight times 1 or (adaptive) the ratio
-        of the rec and GAN gradient norms at the decoder's last layer; rec_grad, gan_grads: the losses'
-        gradients at the fakes."""
-        if not adv_on:
-            return torch.zeros((), device=self.device)
-        if not self.cfg.loss.adaptive_weight:
-            return torch.full((), self.cfg.loss.adv_weight, device=self.device)
-        last = self.accelerator.unwrap_model(self.nets["decoder"]).last_layer
-        unscale = self._scaled(torch.ones((), device=self.device)).detach()
-        g_rec = torch.autograd.grad(fakes[0], last, (self.cfg.loss.gamma * rec_grad / unscale).to(fakes[0].dtype),
-                                    retain_graph=True)[0]
-        g_adv = torch.autograd.grad(fakes, last, [(g / unscale).to(f.dtype) for g, f in zip(gan_grads, fakes)],
-                                    retain_graph=True)[0]
-        return self.cfg.loss.adv_weight * losses.gradient_ratio(g_rec, g_adv, self.cfg.loss.adaptive_weight_max)
-
-    def _all_finite(self, logs: dict[str, torch.Tensor]) -> bool:
-        """All ranks agree: every loss term finite (a NaN anywhere skips the step everywhere)."""
-        values = torch.stack([v.detach().float().reshape(()).to(self.device) for v in logs.values()])
-        values = self.accelerator.reduce(values, "sum")
-        ok = bool(torch.isfinite(values).all())
-        self._finite = ok
-        return ok
-
-    def _optimizer_step(self) -> dict[str, torch.Tensor]:
-        """Step every active optimizer once; with fp16, unscale all before one scaler update."""
-        clip, scaler = self.cfg.optim.grad_clip, self.scaler
-        norms = {}
-        for name, opt in self.opts.items():
-            if scaler is not None:
-                scaler.unscale_(opt.optimizer)
-            params = [p for p in self.nets[name].parameters() if p.grad is not None]
-            norms[f"grad_norm/{name}"] = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
-        for name, opt in self.opts.items():
-            if self.active.get(name, True):
-                if scaler is not None:
-                    scaler.step(opt.optimizer)
-                else:
-                    opt.optimizer.step()
-        if scaler is not None:
-            scaler.update()
-        return norms
-
-    def _zero_grad(self) -> None:
-        for opt in self.opts.values():
-            opt.optimizer.zero_grad(set_to_none=True)
-
     def train_step(self, images: torch.Tensor) -> dict[str, float] | None:
-        """One micro-batch; returns the step's logs when an optimizer step completed."""
+        """One micro-batch; returns the step's logs (averaged over ranks) when the step completed."""
         acc = self.accelerator
-        x = self._prepare_batch(images)
-        self.active = {}
+        x = self.prepare_batch(images)
         with acc.accumulate(*self.nets.values()):
-            logs = self.vaegan_step(x) if self.is_gan else self.vae_step(x)
-            if not acc.sync_gradients:
-                return None
-            if self._finite:
-                logs.update(self._optimizer_step())
-                if self.ema is not None:
-                    self.ema.update({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, self.step)
-            self._zero_grad()
+            result = self.update(x, self.noise, self.step, sync=acc.sync_gradients)
+        if not acc.sync_gradients:
+            return None
+        if result.stepped and self.ema is not None:
+            self.ema.update({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, self.step)
         self.step += 1
+        logs = result.logs
         values = torch.stack([v.detach().float().reshape(()).to(self.device) for v in logs.values()])
-        values = acc.reduce(values, "mean").tolist()
-        out = dict(zip(logs.keys(), values))
-        out["train/skipped_nonfinite"] = float(not self._finite)
+        out = dict(zip(logs.keys(), acc.reduce(values, "mean").tolist()))
+        out["train/skipped_nonfinite"] = float(not result.finite)
         return out
 
     # ------------------------------------------------------------------ state
@@ -297,7 +164,7 @@ class Trainer:
             "step": self.step,
             "nonfinite_total": self.nonfinite_total,
             "models": {k: acc.unwrap_model(v).state_dict() for k, v in self.nets.items()},
-            "optimizers": {k: v.optimizer.state_dict() for k, v in self.opts.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.opts.items()},
             "rng": {"noise": self.noise.get_state(), "torch": torch.get_rng_state(),
                     "python": random.getstate()},
         }
@@ -313,7 +180,7 @@ class Trainer:
         acc = self.accelerator
         for k, net in self.nets.items():
             acc.unwrap_model(net).load_state_dict(state["models"][k])
-            self.opts[k].optimizer.load_state_dict(state["optimizers"][k])
+            self.opts[k].load_state_dict(state["optimizers"][k])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and "scaler" in state:
@@ -365,7 +232,7 @@ class Trainer:
         save_grid(pairs, paths["recon"], nrow=8)
         tracker = self._tensorboard()
         if tracker is not None:
-            from .io import make_grid
+            from vaegan.images import make_grid
             tracker.add_image("samples/prior", make_grid(samples), self.step)
             tracker.add_image("samples/recon", make_grid(pairs), self.step)
         return paths
@@ -375,7 +242,7 @@ class Trainer:
 
         Runs on the main process (the models are identical on every rank); the others wait.
         """
-        from .evaluate import load_reference, quick_metrics
+        from vaegan.evaluation.evaluate import load_reference, quick_metrics
 
         metrics: dict[str, float] = {}
         if self.accelerator.is_main_process:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .tensorfile import read_safetensors, write_safetensors
+from vaegan.files import read_safetensors, write_safetensors
 
-PRIOR_FILE = "latent_prior.safetensors"
 FORMAT = "vaegan-gmm-v1"
 
 
@@ -62,7 +61,7 @@ class GaussianMixture:
 
     @classmethod
     def load(cls, path: str | Path) -> "GaussianMixture":
-        tensors, _ = read_safetensors(path, f"the {PRIOR_FILE} that 'vaegan fit-prior' writes")
+        tensors, _ = read_safetensors(path, "a latent prior that 'vaegan fit-prior' writes")
         missing = {"weights", "means", "scale_tril"} - set(tensors)
         if missing:
             raise ValueError(f"{path}: missing tensors {sorted(missing)} (expected weights, means, scale_tril)")
@@ -97,46 +96,3 @@ def fit_gmm(z: torch.Tensor, components: int = 10, iters: int = 100, reg: float 
             break
         previous = mean_ll
     return GaussianMixture(weights, means, torch.linalg.cholesky(cov))
-
-
-def prior_path(source: str | Path) -> Path:
-    """Where a model's fitted prior lives: in an export folder, or in the run folder of a run or
-    checkpoint folder (``RUN/checkpoints/step-N`` -> ``RUN``)."""
-    source = Path(source)
-    if source.is_file():
-        source = source.parent
-    if source.parent.name == "checkpoints":
-        source = source.parent.parent
-    return source / PRIOR_FILE
-
-
-def load_prior(source: str | Path, latent_dim: int) -> GaussianMixture:
-    """The mixture fitted for ``source`` (see :func:`prior_path`); a clear error when there is none."""
-    path = prior_path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no fitted latent prior at {path}; fit one first: vaegan fit-prior --checkpoint {source}")
-    mixture = GaussianMixture.load(path)
-    if mixture.latent_dim != latent_dim:
-        raise ValueError(f"{path}: a prior over {mixture.latent_dim} latent dimensions, but the model has {latent_dim}; "
-                         f"fit it again: vaegan fit-prior --checkpoint {source}")
-    return mixture
-
-
-def fit_prior(checkpoint: str | Path, components: int = 10, num_images: int | None = None, seed: int = 0) -> Path:
-    """Fit a mixture to the posterior means of the model's training images; write it beside the model.
-
-    The images are the training split the model's saved config names (its prepared cache when
-    that exists), the first ``num_images`` of them (all by default).
-    """
-    from .data import build_dataset
-    from .latents import encode_images
-    from .pretrained import load_pretrained
-
-    vae, cfg, _, info = load_pretrained(checkpoint)
-    dataset = build_dataset(cfg.data, split="train")
-    n = len(dataset) if num_images is None else min(num_images, len(dataset))
-    images = torch.stack([dataset[i] for i in range(n)])
-    mixture = fit_gmm(encode_images(vae, images).mean, components, seed=seed)
-    meta = {"source": info["source"], "step": str(info["step"] or ""), "weights": info["weights"],
-            "images": str(n), "components": str(components)}
-    return mixture.save(prior_path(checkpoint), meta)

@@ -10,7 +10,7 @@ models reconstruct (from posterior means). Metrics:
 - with Inception weights (or another torch-fidelity extractor): FID, KID, precision/recall.
 
 Entry points: ``fid`` (``vaegan fid``), ``compare_runs`` (``vaegan compare``, written out by
-``vaegan.report``), ``summarize_runs`` (the quickstart's table) and ``quick_metrics`` (cheap,
+``vaegan.evaluation.report``), ``summarize_runs`` (the quickstart's table) and ``quick_metrics`` (cheap,
 for periodic evaluation during training). Images are uint8 (N, 3, R, R) throughout.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .config import DataConfig
-from .data import build_dataset, describe, source_spec
-from .generate import reconstruct, sample
-from .metrics import (
+from vaegan.config import DataConfig
+from vaegan.data import build_dataset, describe, source_spec
+from vaegan.models.inference import reconstruct, sample
+from vaegan.metrics import (
     FeatureExtractor,
     MissingWeightsError,
     compute_feature_metrics,
@@ -37,9 +37,9 @@ from .metrics import (
     make_extractor,
     register_random_extractor,
 )
-from .metrics.features import INCEPTION, iter_batches
-from .pretrained import load_from_checkpoint
-from .report import summary_table
+from vaegan.metrics.features import INCEPTION, iter_batches
+from vaegan.storage.pretrained import load_from_checkpoint
+from vaegan.evaluation.report import summary_table
 
 TEST_EXTRACTOR = "vaegan-random-conv"  # weights-free random network for tests; its FID is not comparable
 PREVIEW_IMAGES = 64  # images per panel of the report's grids
@@ -329,7 +329,7 @@ def summarize_runs(run_dirs: list[str | Path], names: list[str] | None = None, *
 
     No Inception network: two 32 px runs with the default 256 images take about 25 s on 2 heavily
     shared CPU cores.
-    Returns the ``Comparison`` (see ``compare_runs``); ``vaegan.report.write_report`` can write it out.
+    Returns the ``Comparison`` (see ``compare_runs``); ``vaegan.evaluation.report.write_report`` can write it out.
     """
     file = file or sys.stdout
     protocol = Protocol(num_samples=num_images, seed=seed, device=device)

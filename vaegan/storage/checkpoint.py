@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .io import write_text_atomic
-from .state import load_state, save_state
+from vaegan.files import write_text_atomic
+from vaegan.storage.state import load_state, save_state
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

@@ -6,13 +6,12 @@ where one becomes the other.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
+
+from vaegan.files import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -25,32 +24,6 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float (..., 3, H, W) in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
     return images.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ""):
-    """Yield a temporary path in ``path``'s folder; rename it onto ``path`` on success.
-
-    A crash or exception leaves any previous file at ``path`` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def load_image(path: str | Path) -> Image.Image:

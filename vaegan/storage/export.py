@@ -5,10 +5,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from .io import write_text_atomic
-from .pretrained import CONFIG_FILE, EXPORT_FORMAT, WEIGHTS_FILE, load_pretrained, strip_wrappers
-from .latent_prior import PRIOR_FILE, prior_path
-from .tensorfile import read_safetensors, write_safetensors
+from vaegan.files import write_text_atomic
+from vaegan.storage.pretrained import CONFIG_FILE, EXPORT_FORMAT, WEIGHTS_FILE, load_pretrained, strip_wrappers
+from vaegan.storage.prior import PRIOR_FILE, prior_path
+from vaegan.files import read_safetensors, write_safetensors
 
 
 def export_state(vae, discriminator=None) -> dict[str, torch.Tensor]:

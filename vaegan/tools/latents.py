@@ -9,36 +9,13 @@ import json
 from pathlib import Path
 
 import torch
-from .io import save_image, to_float, to_uint8
-from .models import VAE, DiagonalGaussian
-from .pretrained import load_pretrained
-from .tensorfile import read_safetensors, write_safetensors
+from vaegan.images import save_image
+from vaegan.models.inference import decode_latents, encode_images
+from vaegan.storage.pretrained import load_pretrained
+from vaegan.files import read_safetensors, write_safetensors
 
 LATENTS_FORMAT = "vaegan-latents-v1"
 BATCH_SIZE = 256
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.no_grad()
-def encode_images(model: VAE, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> DiagonalGaussian:
-    """uint8 (N, 3, R, R) -> posterior over (N, latent_dim) (mean and logvar on the CPU)."""
-    means, logvars = [], []
-    for i in range(0, len(images), batch_size):
-        posterior = model.encode(to_float(images[i : i + batch_size].to(_device(model))))
-        means.append(posterior.mean.cpu())
-        logvars.append(posterior.logvar.cpu())
-    return DiagonalGaussian(torch.cat(means), torch.cat(logvars), *model.encoder.logvar_range)
-
-
-@torch.no_grad()
-def decode_latents(model: VAE, z: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """z: (N, latent_dim), any float dtype -> uint8 images (N, 3, R, R) on the CPU."""
-    z = z.float()
-    return torch.cat([to_uint8(model.decode(z[i : i + batch_size].to(_device(model)))).cpu()
-                      for i in range(0, len(z), batch_size)])
 
 
 def save_latents(path: str | Path, latents: torch.Tensor, names: list[str], resolution: int,
@@ -69,7 +46,7 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, list[str], dict]:
 def compression_report(latents_file: Path, num_images: int, source_bytes: int | None, resolution: int,
                        reconstructions: torch.Tensor, originals: torch.Tensor) -> dict:
     """Bytes per image (latent file, source files, raw uint8 pixels) and PSNR/SSIM against the originals."""
-    from .metrics.recon import compute_recon_metrics
+    from vaegan.metrics.recon import compute_recon_metrics
 
     raw = 3 * resolution * resolution
     latent = latents_file.stat().st_size / num_images
@@ -89,7 +66,7 @@ def encode_to_file(checkpoint: str | Path, images: str | Path, out: str | Path, 
     The report compares the stored latents' bytes with the source files and with raw pixels, and
     gives PSNR/SSIM of their decoding against the originals at the model's resolution.
     """
-    from .inputs import read_images
+    from vaegan.data.inputs import read_images
 
     vae, cfg, _, info = load_pretrained(checkpoint, device)
     data = read_images(images, cfg, limit)
@@ -119,8 +96,8 @@ def decode_to_files(latents_file: str | Path, checkpoint: str | Path, out: str |
         save_image(image, path)
     result: dict = {"paths": paths}
     if originals is not None:
-        from .inputs import read_images
-        from .metrics.recon import compute_recon_metrics
+        from vaegan.data.inputs import read_images
+        from vaegan.metrics.recon import compute_recon_metrics
 
         data = read_images(originals, cfg)
         index = {name: i for i, name in enumerate(data.names)}

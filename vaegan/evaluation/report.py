@@ -1,4 +1,4 @@
-"""Write a ``vaegan.evaluate.Comparison`` out: report.md, report.html, metrics.json and grids.
+"""Write a ``vaegan.evaluation.evaluate.Comparison`` out: report.md, report.html, metrics.json and grids.
 
 Files in the output folder:
 
@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image, ImageDraw
 
-from .io import make_grid, pil_to_uint8, save_image, write_text_atomic
+from vaegan.images import make_grid, pil_to_uint8, save_image
+from vaegan.files import write_text_atomic
 
 if TYPE_CHECKING:
-    from .evaluate import Comparison
+    from vaegan.evaluation.evaluate import Comparison
 
 GAP_PX = 8  # white columns between panels
 LABEL_PX = 16  # white rows above each panel, holding its name

@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .io import atomic_path
-from .tensorfile import write_safetensors
+from vaegan.files import atomic_path
+from vaegan.files import write_safetensors
 
 _TENSOR, _TUPLE, _INTKEYS = "__tensor__", "__tuple__", "__intkeys__"
 

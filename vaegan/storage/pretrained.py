@@ -4,7 +4,7 @@ Loading reads safetensors and JSON only (no pickle) and needs no training code. 
 checked against the model that the saved config builds, so a file that does not belong to its
 config fails with the file, the tensor and what was expected named.
 
-An export folder (written by :func:`vaegan.export.export_model`) holds::
+An export folder (written by :func:`vaegan.storage.export.export_model`) holds::
 
     model.safetensors   encoder.* and decoder.* (EMA weights when the run kept an EMA),
                         discriminator.* when exported with the discriminator
@@ -20,9 +20,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, from_dict
-from .models import VAE, Discriminator, build_discriminator, build_vae
-from .tensorfile import read_safetensors
+from vaegan.config import Config, ConfigError, from_dict
+from vaegan.models import VAE, Discriminator, build_discriminator, build_vae
+from vaegan.files import read_safetensors
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 EXPORT_FORMAT = "vaegan-export-v1"
@@ -136,7 +136,7 @@ def _load_export(path: Path) -> tuple[dict, Config, dict]:
 
 
 def _load_checkpoint(path: Path, use_ema: bool) -> tuple[dict, Config, dict]:
-    from .checkpoint import load_checkpoint
+    from vaegan.storage.checkpoint import load_checkpoint
 
     folder, state = load_checkpoint(path)
     cfg = saved_config(state["config"], str(folder / "state.json"))

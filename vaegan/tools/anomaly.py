@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import to_float, write_text_atomic
-from .models import standard_normal_log_prob
+from vaegan.images import to_float
+from vaegan.files import write_text_atomic
+from vaegan.models import standard_normal_log_prob
 
 SCORES = ("pixel_error", "feature_error", "neg_elbo", "neg_iw_elbo")
 _TRUE, _FALSE = ("1", "true", "yes", "anomaly", "anomalous"), ("0", "false", "no", "normal")
@@ -147,8 +148,8 @@ def score_to_csv(checkpoint: str | Path, images: str | Path, out: str | Path, an
     threshold (given, or the ``percentile`` of ``score`` over ``calibrate``) adds an ``anomalous``
     column and a count of flagged images.
     """
-    from .inputs import read_images
-    from .pretrained import load_pretrained
+    from vaegan.data.inputs import read_images
+    from vaegan.storage.pretrained import load_pretrained
 
     if anomalies is not None and labels is not None:
         raise ValueError("give --anomalies (a folder of anomalous images) or --labels (a CSV), not both")

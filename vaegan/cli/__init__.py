@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from vaegan.config import ConfigError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config, parse_override, apply, validate
-    from .trainer import Trainer, config_from_run
+    from vaegan.config import load_config, parse_override, apply, validate
+    from vaegan.training.trainer import Trainer, config_from_run
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -38,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .generate import sample_to_files
+    from vaegan.tools.generate import sample_to_files
 
     paths = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
                             use_ema=not args.no_ema, prior=args.prior)
@@ -47,7 +46,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_prior(args: argparse.Namespace) -> int:
-    from .latent_prior import fit_prior
+    from vaegan.tools.prior import fit_prior
 
     if args.components < 1 or (args.num_images is not None and args.num_images < args.components):
         raise ValueError(f"--components must be >= 1 and --num-images >= --components, got {args.components}, "
@@ -58,9 +57,9 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .data import build_dataset
-    from .data.cache import prepare
+    from vaegan.config import load_config
+    from vaegan.data import build_dataset
+    from vaegan.data.cache import prepare
 
     cfg = load_config(args.config, args.overrides)
     cfg.data.cache = ""
@@ -112,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_groups():
     """Subcommands that live beside the modules they drive (evaluation, model tools)."""
-    from . import cli_eval, cli_tools
+    from vaegan.cli import eval as cli_eval
+    from vaegan.cli import tools as cli_tools
 
     return [cli_eval.register, cli_tools.register]
 

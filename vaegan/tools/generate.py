@@ -10,27 +10,12 @@ from pathlib import Path
 
 import torch
 
-from .io import save_grid, save_image
-from .latent_prior import load_prior
-from .latents import BATCH_SIZE, decode_latents, encode_images
-from .pretrained import load_pretrained
+from vaegan.images import save_grid, save_image
+from vaegan.storage.prior import load_prior
+from vaegan.models.inference import reconstruct, sample, decode_latents, encode_images
+from vaegan.storage.pretrained import load_pretrained
 
 INTERPOLATIONS = ("linear", "slerp")
-
-
-@torch.no_grad()
-def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, prior=None) -> torch.Tensor:
-    """n prior samples as uint8 (n, 3, R, R); the same seed gives the same images.
-
-    prior: None for N(0, I), or a fitted ``latent_prior.GaussianMixture`` to draw latents from."""
-    gen = torch.Generator().manual_seed(seed)
-    z = prior.sample(n, gen) if prior is not None else torch.randn(n, model.latent_dim, generator=gen)
-    return decode_latents(model, z, batch_size)
-
-
-def reconstruct(model, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """uint8 (N, 3, R, R) -> decodings of their posterior means, uint8 (N, 3, R, R)."""
-    return decode_latents(model, encode_images(model, images, batch_size).mean, batch_size)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -113,7 +98,7 @@ def reconstruct_to_files(checkpoint: str | Path, images: str | Path, out: str | 
     ``out`` ending in .png/.jpg: one grid of original/reconstruction pairs; else a folder of
     reconstructions named like the inputs (as .png).
     """
-    from .inputs import read_images
+    from vaegan.data.inputs import read_images
 
     vae, cfg, _, _ = load_pretrained(checkpoint)
     data = read_images(images, cfg, limit)
@@ -132,7 +117,7 @@ def reconstruct_to_files(checkpoint: str | Path, images: str | Path, out: str | 
 def interpolate_to_file(checkpoint: str | Path, a: str | Path, b: str | Path, out: str | Path, steps: int = 8,
                         mode: str = "linear", originals: bool = True) -> Path:
     """One strip: [original a,] ``steps`` decodings from a to b[, original b]."""
-    from .inputs import read_images
+    from vaegan.data.inputs import read_images
 
     vae, cfg, _, _ = load_pretrained(checkpoint)
     image_a, image_b = read_images(a, cfg, limit=1).images[0], read_images(b, cfg, limit=1).images[0]
@@ -146,7 +131,7 @@ def interpolate_to_file(checkpoint: str | Path, a: str | Path, b: str | Path, ou
 def variations_to_file(checkpoint: str | Path, image: str | Path, out: str | Path, n: int = 8,
                        scale: float = 1.0, seed: int = 0) -> Path:
     """A grid: the image, its reconstruction, then n posterior-sample decodings."""
-    from .inputs import read_images
+    from vaegan.data.inputs import read_images
 
     vae, cfg, _, _ = load_pretrained(checkpoint)
     x = read_images(image, cfg, limit=1).images[0]

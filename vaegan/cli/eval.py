@@ -1,4 +1,4 @@
-"""Evaluation subcommands: ``vaegan fid``, ``compare`` and ``summarize`` (logic in vaegan.evaluate / report)."""
+"""Evaluation subcommands: ``vaegan fid``, ``compare`` and ``summarize`` (logic in vaegan.evaluation.evaluate / report)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ def _friendly_missing_weights(command):
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
-        from .metrics import MissingWeightsError
+        from vaegan.metrics import MissingWeightsError
 
         try:
             return command(args)
@@ -24,7 +24,7 @@ def _friendly_missing_weights(command):
 
 
 def _protocol(args: argparse.Namespace):
-    from .evaluate import Protocol
+    from vaegan.evaluation.evaluate import Protocol
 
     return Protocol(num_samples=args.num_samples, num_reference=args.num_reference, seed=args.seed,
                     batch_size=args.batch_size, device=args.device)
@@ -32,8 +32,8 @@ def _protocol(args: argparse.Namespace):
 
 @_friendly_missing_weights
 def cmd_fid(args: argparse.Namespace) -> int:
-    from .evaluate import fid
-    from .io import write_text_atomic
+    from vaegan.evaluation.evaluate import fid
+    from vaegan.files import write_text_atomic
 
     result = fid(args.checkpoint, _protocol(args), recon=args.recon, ref=args.ref, ref_celeba=args.ref_celeba,
                  ref_split=args.ref_split, extractor=args.extractor, inception_weights=args.inception_weights)
@@ -53,7 +53,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
 @_friendly_missing_weights
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .evaluate import compare_runs
+    from vaegan.evaluation.evaluate import compare_runs
 
     comparison = compare_runs(args.runs, args.names, _protocol(args), ref=args.ref, ref_celeba=args.ref_celeba,
                               ref_split=args.ref_split, extractor=args.extractor,
@@ -63,7 +63,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from .evaluate import summarize_runs
+    from vaegan.evaluation.evaluate import summarize_runs
 
     comparison = summarize_runs(args.runs, args.names, num_images=args.num_images, seed=args.seed, device=args.device,
                                 ref=args.ref, ref_celeba=args.ref_celeba, ref_split=args.ref_split)
@@ -73,7 +73,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def _write_report(comparison, out: str) -> None:
-    from .report import write_report
+    from vaegan.evaluation.report import write_report
 
     paths = write_report(comparison, out)
     print(f"wrote {paths['markdown']} (and report.html, metrics.json, samples.png, recon.png in {out})")

@@ -10,7 +10,7 @@ IMAGES_HELP = "an image file, a folder of images, or split:NAME (a split of the 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_model
+    from vaegan.storage.export import export_model
 
     out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, use_ema=not args.no_ema)
     print(f"exported {args.checkpoint} to {out} (model.safetensors, config.json)")
@@ -18,7 +18,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .generate import reconstruct_to_files
+    from vaegan.tools.generate import reconstruct_to_files
 
     paths = reconstruct_to_files(args.checkpoint, args.images, args.out, limit=args.limit)
     print(f"wrote {paths[0] if len(paths) == 1 else f'{len(paths)} reconstructions to {args.out}'}")
@@ -26,7 +26,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from .generate import interpolate_to_file
+    from vaegan.tools.generate import interpolate_to_file
 
     out = interpolate_to_file(args.checkpoint, args.a, args.b, args.out, steps=args.steps, mode=args.mode,
                               originals=not args.no_originals)
@@ -35,7 +35,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_variations(args: argparse.Namespace) -> int:
-    from .generate import variations_to_file
+    from vaegan.tools.generate import variations_to_file
 
     out = variations_to_file(args.checkpoint, args.image, args.out, n=args.n, scale=args.scale, seed=args.seed)
     print(f"wrote {out}")
@@ -43,7 +43,7 @@ def cmd_variations(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .latents import encode_to_file
+    from vaegan.tools.latents import encode_to_file
 
     report = encode_to_file(args.checkpoint, args.images, args.out, fp16=args.fp16, limit=args.limit)
     print(f"wrote {args.out}: {report['images']} latents")
@@ -52,7 +52,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from .latents import decode_to_files
+    from vaegan.tools.latents import decode_to_files
 
     result = decode_to_files(args.latents, args.checkpoint, args.out, originals=args.images)
     print(f"wrote {len(result['paths'])} images to {args.out}")
@@ -62,7 +62,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_anomaly(args: argparse.Namespace) -> int:
-    from .anomaly import score_to_csv
+    from vaegan.tools.anomaly import score_to_csv
 
     summary = score_to_csv(args.checkpoint, args.images, args.out, anomalies=args.anomalies, labels=args.labels,
                            calibrate=args.calibrate, percentile=args.percentile, threshold=args.threshold,
@@ -76,7 +76,7 @@ def cmd_anomaly(args: argparse.Namespace) -> int:
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    from .attributes import attribute_to_file
+    from vaegan.tools.attributes import attribute_to_file
 
     summary = attribute_to_file(args.checkpoint, args.attr, args.out, alphas=tuple(args.alpha), n=args.n,
                                 images=args.images, attr_file=args.attr_file, celeba_root=args.celeba_root,
