@@ -35,7 +35,7 @@ from vaegan.storage.checkpoint import list_checkpoints  # noqa: E402
 from vaegan.config import load_config  # noqa: E402
 from vaegan.data.cache import CachedImages, prepare, read_header  # noqa: E402
 from vaegan.data import build_dataset  # noqa: E402
-from vaegan.evaluation.evaluate import image_metrics  # noqa: E402
+from vaegan.metrics.quick import image_metrics  # noqa: E402
 from vaegan.models.inference import reconstruct  # noqa: E402
 from vaegan.images import save_image  # noqa: E402
 from vaegan.models.gmm import fit_gmm  # noqa: E402

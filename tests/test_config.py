@@ -76,3 +76,45 @@ def test_presets_load(name):
     overrides = ["data.root=/some/celeba"] if name.startswith("celeba") else []
     cfg = load_config(path, overrides)
     assert cfg.model.kind == ("vae" if name.endswith("_vae") else "vaegan")
+
+
+def test_user_facing_errors_share_one_base_class():
+    from vaegan.errors import InputError, MissingFileError, VaeganError
+    from vaegan.metrics import MissingWeightsError
+    from vaegan.training.trainer import TrainingDiverged
+
+    for error in (ConfigError, TrainingDiverged, MissingWeightsError, InputError, MissingFileError):
+        assert issubclass(error, VaeganError), error
+    # ... and stay what callers caught before.
+    assert issubclass(ConfigError, ValueError) and issubclass(InputError, ValueError)
+    assert issubclass(MissingFileError, FileNotFoundError) and issubclass(TrainingDiverged, RuntimeError)
+    assert issubclass(MissingWeightsError, RuntimeError)
+
+
+def test_cli_prints_user_errors_in_one_line_and_exits_2(tmp_path, capsys):
+    from vaegan.cli import main
+
+    config = tmp_path / "exp.yaml"
+    config.write_text("train:\n  max_steps: 1\n")
+    assert main(["train", "--config", str(config), f"train.out_dir={tmp_path}", "model.no_such_key=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaegan train: error: ") and "'model.no_such_key'" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "exp").exists()
+
+    missing = tmp_path / "no-such-run"
+    assert main(["sample", "--checkpoint", str(missing), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vaegan sample: error: ") and str(missing) in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
+    from vaegan.cli import main
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("vaegan.tools.generate.sample_to_files", bug)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["sample", "--checkpoint", "anything", "--out", "s.png"])

@@ -20,10 +20,11 @@ from PIL import Image
 import vaegan.metrics as M
 from vaegan.cli import main
 from vaegan.data import build_dataset
-from vaegan.evaluation.evaluate import TEST_EXTRACTOR, load_images, quick_metrics
+from vaegan.evaluation.evaluate import TEST_EXTRACTOR
+from vaegan.metrics.quick import load_images, quick_metrics
 from vaegan.models.inference import reconstruct, sample
 from vaegan.images import make_grid, pil_to_uint8
-from vaegan.storage.pretrained import load_from_checkpoint
+from vaegan.storage.pretrained import load_pretrained
 from vaegan.evaluation.report import LABEL_PX
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def compared(trained_vae_run, trained_vaegan_run, tmp_path_factory):
 
 def held_out_reference(run) -> torch.Tensor:
     """What the protocol must use by default: a fixed subset of the run's held-out (test) split."""
-    _, cfg, _ = load_from_checkpoint(run)
+    cfg = load_pretrained(run).config
     return load_images(build_dataset(cfg.data, "test"), N, cfg.data.resolution)
 
 
@@ -107,7 +108,7 @@ def test_compare_writes_report_metrics_and_grids(compared):
 
 def test_compare_grids_show_seeded_samples_and_held_out_reconstructions(compared, trained_vaegan_run):
     _, out = compared
-    model, _, _ = load_from_checkpoint(trained_vaegan_run)  # EMA weights, as the protocol uses
+    model = load_pretrained(trained_vaegan_run).vae  # EMA weights, as the protocol uses
     reference = held_out_reference(trained_vaegan_run)
     grid = 8 * (32 + 2) + 2
     second = slice(grid + 8, 2 * grid + 8)  # the VAE-GAN's panel in samples.png, the VAE's in recon.png
@@ -128,7 +129,7 @@ def test_compare_uses_one_reference_subset_of_the_test_split(compared, trained_v
     assert "faces (test)" in record["protocol"]["reference"]
 
     # Reconstruction metrics pair each held-out image with its own reconstruction.
-    model, _, _ = load_from_checkpoint(trained_vae_run)
+    model = load_pretrained(trained_vae_run).vae
     expected = M.compute_recon_metrics(reconstruct(model, reference), reference)
     assert vae["psnr"] == pytest.approx(expected["psnr"], rel=1e-9)
     assert vae["ssim"] == pytest.approx(expected["ssim"], rel=1e-9)
@@ -201,7 +202,7 @@ def test_compute_fid_script_matches_vaegan_fid(trained_vaegan_run, tmp_path):
 
 
 def test_quick_metrics_is_seeded_and_leaves_model_and_rng_alone(trained_vae_run):
-    model, cfg, _ = load_from_checkpoint(trained_vae_run)
+    model, cfg, _, _ = load_pretrained(trained_vae_run)
     reference = load_images(build_dataset(cfg.data, "val"), 30, 32)
     model.train()  # as the trainer would call it
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import vaegan
-from vaegan.storage.checkpoint import load_checkpoint, resolve_checkpoint
 from vaegan.cli import main
+from vaegan.config import Config
+from vaegan.errors import VaeganError
+from vaegan.images import to_float
+from vaegan.storage.checkpoint import load_checkpoint, resolve_checkpoint
+from vaegan.storage.configs import read_run_config
 from vaegan.storage.export import export_model
 from vaegan.storage.pretrained import load_pretrained, strip_wrappers
 
@@ -44,8 +49,6 @@ def _copy_export(src: Path, dst: Path, tensors: dict | None = None, config: dict
 
 @torch.no_grad()
 def test_export_and_run_give_identical_outputs(trained_vaegan_run, exported):
-    from vaegan.images import to_float
-
     run = load_pretrained(trained_vaegan_run, with_discriminator=True)
     exp = load_pretrained(exported, with_discriminator=True)
     z, x = _z(), to_float(_images())
@@ -67,8 +70,63 @@ def test_export_holds_the_ema_weights_without_wrapper_prefixes(trained_vaegan_ru
     assert torch.equal(tensors["encoder.fc.weight"], ema)
     assert torch.equal(tensors["discriminator.fc.weight"], state["models"]["discriminator"]["fc.weight"])
     saved = json.loads((exported / "config.json").read_text())
-    assert saved == load_pretrained(trained_vaegan_run).config.to_dict()
     assert saved["model"] == state["config"]["model"] and saved["data"] == state["config"]["data"]
+
+
+def test_export_config_holds_only_the_model_and_data_and_metadata_the_provenance(trained_vaegan_run, exported):
+    _, state = load_checkpoint(trained_vaegan_run)
+    saved = json.loads((exported / "config.json").read_text())
+    assert list(saved) == ["format", "resolution", "model", "data"]
+    assert saved["format"] == "vaegan-export-v2" and saved["resolution"] == state["config"]["data"]["resolution"]
+    assert saved["model"] == state["config"]["model"] and saved["data"] == state["config"]["data"]
+    with safe_open(str(exported / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    train = state["config"]["train"]
+    assert meta["format"] == "vaegan-export-v2" and meta["weights"] == "ema" and meta["model_kind"] == "vaegan"
+    assert meta["step"] == str(state["step"]) and meta["precision"] == train["precision"]
+    assert meta["batch_size"] == str(train["batch_size"])
+    assert meta["images_seen"] == str(state["step"] * train["batch_size"])
+    info = load_pretrained(exported).info
+    assert (info["step"], info["batch_size"], info["images_seen"]) == (state["step"], train["batch_size"],
+                                                                       state["step"] * train["batch_size"])
+    # Loaded from anywhere, the config is the run's model and data with default training settings.
+    run_cfg = load_pretrained(trained_vaegan_run).config
+    assert run_cfg.to_dict() == {**Config().to_dict(), "model": saved["model"], "data": saved["data"]}
+    assert read_run_config(trained_vaegan_run).to_dict() == state["config"]  # resume reads the whole config
+
+
+@torch.no_grad()
+def test_export_v1_folder_still_loads(exported, tmp_path):
+    """v1 exports held the whole training config, possibly with keys this version no longer knows."""
+    saved = json.loads((exported / "config.json").read_text())
+    old = Config().to_dict()
+    old["model"], old["data"] = saved["model"], saved["data"]
+    old["train"]["some_old_key"] = 3
+    folder = _copy_export(exported, tmp_path / "v1", config=old)
+    z, x = _z(), to_float(_images())
+    v1, v2 = load_pretrained(folder), load_pretrained(exported)
+    assert torch.equal(v1.vae.decode(z), v2.vae.decode(z))
+    assert torch.equal(v1.vae.encode(x).mean, v2.vae.encode(x).mean)
+    assert v1.config == v2.config
+    # ... and exporting it again writes a v2 folder.
+    again = json.loads((export_model(folder, tmp_path / "v2") / "config.json").read_text())
+    assert again == saved
+
+
+def test_unknown_or_incomplete_export_config_says_how_to_re_export(exported, tmp_path):
+    saved = json.loads((exported / "config.json").read_text())
+    for name, config in (("future", {**saved, "format": "vaegan-export-v9"}),
+                         ("nomodel", {k: v for k, v in saved.items() if k != "model"}),
+                         ("oldnomodel", {"data": saved["data"], "train": {}})):
+        folder = _copy_export(exported, tmp_path / name, config=config)
+        with pytest.raises(VaeganError) as err:
+            load_pretrained(folder)
+        message = str(err.value)
+        assert f"{name}/config.json" in message and "vaegan export --checkpoint RUN --out DIR" in message, message
+        assert isinstance(err.value, ValueError) and ("'vaegan-export-v9'" in message) == (name == "future")
+    bad_model = {**saved, "model": {**saved["model"], "no_such_key": 1}}
+    with pytest.raises(ValueError, match=r"strict/config\.json: unknown key 'model\.no_such_key'"):
+        load_pretrained(_copy_export(exported, tmp_path / "strict", config=bad_model))
 
 
 def test_export_without_discriminator_and_raw_weights(trained_vaegan_run, tmp_path):
@@ -102,7 +160,7 @@ def test_loads_run_checkpoint_export_and_weights_file(trained_vaegan_run, export
     ref = load_pretrained(exported).vae.decode(z)
     for path in (trained_vaegan_run, resolve_checkpoint(trained_vaegan_run), exported / "model.safetensors"):
         assert torch.equal(load_pretrained(path).vae.decode(z), ref), path
-    vae, cfg, dis = vaegan.storage.pretrained.load_from_checkpoint(exported, with_discriminator=True)
+    vae, cfg, dis, _ = vaegan.load_pretrained(exported, with_discriminator=True)
     assert dis is not None and cfg.model.latent_dim == 32 and not vae.training
 
 

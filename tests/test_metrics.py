@@ -4,6 +4,9 @@ No Inception weights are needed: FID/KID/PR run through the production code path
 random-conv extractor registered in torch-fidelity's registry.
 """
 import math
+import os
+import subprocess
+import sys
 import urllib.error
 
 import numpy as np
@@ -12,8 +15,11 @@ import scipy.linalg
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import vaegan.metrics as M
+import vaegan.metrics.features
+import vaegan.metrics.fid
 from vaegan.images import save_image
 from vaegan.metrics import swd as swd_mod
 
@@ -365,3 +371,49 @@ def test_pixel_fd_is_zero_for_identical_sets_and_grows_with_a_colour_shift():
     assert pixel_fd(x, x) == pytest.approx(0.0, abs=1e-6)
     shifted = (x.int() + 40).clamp(0, 255).to(torch.uint8)
     assert pixel_fd(shifted, x) > 192 * (30 / 255) ** 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Import weight and one image reader.
+
+
+def test_download_free_metrics_do_not_import_torch_fidelity():
+    code = ("import sys, vaegan.metrics.swd, vaegan.metrics.sharpness, vaegan.metrics.recon, "
+            "vaegan.metrics.artifacts, vaegan.metrics.batching; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch_fidelity'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    # ... while the torch-fidelity names stay reachable from the package, imported on first use.
+    assert M.compute_fid is vaegan.metrics.fid.compute_fid
+    assert M.MissingWeightsError is vaegan.metrics.features.MissingWeightsError
+
+
+def test_evaluation_reads_a_folder_as_training_does(tmp_path):
+    from vaegan.data.folder import ImageFolder
+    from vaegan.metrics.quick import load_images
+    from vaegan.images import read_image, resize_uint8
+    from vaegan.metrics.batching import iter_batches, iter_images
+
+    g = np.random.default_rng(0)
+    smooth = lambda w, h, c: np.asarray(Image.fromarray(g.integers(0, 256, (h // 4 + 1, w // 4 + 1, c), np.uint8))
+                                        .resize((w, h), Image.Resampling.BILINEAR))
+    Image.fromarray(smooth(53, 37, 3)).save(tmp_path / "a_wide.png")
+    Image.fromarray(smooth(40, 71, 3)).save(tmp_path / "b_tall.jpg", quality=90)
+    Image.fromarray(smooth(24, 19, 4), "RGBA").save(tmp_path / "c_rgba_small.png")  # upscaled to R
+    Image.fromarray(smooth(96, 64, 3)).convert("P").save(tmp_path / "d_palette.png")
+    Image.fromarray(smooth(32, 32, 3)).save(tmp_path / "e_square.bmp")  # already R x R
+    res = 32
+
+    training = ImageFolder(tmp_path, res)
+    expected = torch.stack([training[i] for i in range(len(training))])
+    assert expected.shape == (5, 3, res, res) and expected.dtype == torch.uint8
+    evaluation = torch.cat(list(iter_batches(tmp_path, batch_size=2, resolution=res)))
+    assert torch.equal(evaluation, expected)
+    assert torch.equal(load_images(tmp_path, None, res), expected)  # `vaegan eval --ref DIR`
+    # Whole decoded images (non-square, of several sizes) resized in memory: the same pixels again.
+    whole = list(iter_images(tmp_path))
+    assert [tuple(x.shape[1:]) for x in whole] == [(37, 53), (71, 40), (19, 24), (64, 96), (32, 32)]
+    assert torch.equal(torch.stack([resize_uint8(x, res) for x in whole]), expected)
+    assert torch.equal(torch.stack([read_image(f, res) for f in training.files]), expected)

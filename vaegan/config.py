@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
+from vaegan.errors import VaeganError
 
-class ConfigError(ValueError):
+
+class ConfigError(VaeganError, ValueError):
     """A config file, key or value that cannot be used; the message names it."""
 
 
@@ -66,7 +68,7 @@ class LossConfig:
     adv_weight: float = 1.0  # the decoder's adversarial weight (a multiplier on the adaptive one)
     adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
     adaptive_weight_max: float = 1e4
-    adv_start_step: int = 0  # no discriminator / adversarial term before this step
+    adv_start_step: int = 0  # the decoder gets no adversarial term before this step (the discriminator trains from step 0)
     kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these steps
     equilibrium: bool = False  # Larsen's released code: skip updates of a side that is too far ahead
     equilibrium_target: float = 0.68  # target discriminator BCE (about ln 2)

@@ -10,6 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from vaegan.errors import InputError, MissingFileError
+
 
 
 @contextlib.contextmanager
@@ -43,13 +45,13 @@ def read_safetensors(path: str | Path, expected: str = "a safetensors file",
     """(tensors, metadata); FileNotFoundError, or ValueError naming the file if it is unreadable."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path} (expected {expected})")
+        raise MissingFileError(f"file not found: {path} (expected {expected})")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}); it may be truncated or in another "
+        raise InputError(f"{path} is not a readable safetensors file ({e}); it may be truncated or in another "
                          f"format (expected {expected})") from None
     return tensors, metadata
 

@@ -7,13 +7,22 @@ where one becomes the other.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
 
+from vaegan.errors import InputError, MissingFileError
 from vaegan.files import atomic_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# The one resampling filter for image files and uint8 images that are not R x R: training
+# datasets, tool inputs and evaluation references all go through ``crop_resize``. PIL's bicubic
+# is antialiased (its support widens when shrinking). Changing it changes every prepared cache and
+# what trained models saw.
+RESAMPLE = Image.Resampling.BICUBIC
+
+Box = Callable[[int, int], tuple[int, int, int, int]]  # (width, height) -> (left, top, right, bottom)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -39,15 +48,59 @@ def load_image(path: str | Path) -> Image.Image:
                 return background
             return im.convert("RGB")
     except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
+        raise MissingFileError(f"image not found: {path}") from None
     except Exception as e:  # PIL raises several types for corrupt files
-        raise ValueError(f"cannot read image {path}: {e} (expected a readable jpg/png/webp/bmp file)") from None
+        raise InputError(f"cannot read image {path}: {e} (expected a readable jpg/png/webp/bmp file)") from None
 
 
 def pil_to_uint8(im: Image.Image) -> torch.Tensor:
     """PIL RGB image -> uint8 tensor (3, H, W)."""
     data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
     return data.view(im.size[1], im.size[0], 3).permute(2, 0, 1).contiguous()
+
+
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred square in a width x height image."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def crop_resize(im: Image.Image, resolution: int | None, box: Box | None = None) -> Image.Image:
+    """Crop ``im`` to ``box(width, height)`` (default: the centred square), then resize to R x R
+    with ``RESAMPLE``. ``resolution=None`` skips the resize; ``box=None`` and ``resolution=None``
+    returns ``im`` itself. ``box`` may raise ValueError for an image it cannot crop."""
+    if resolution is None and box is None:
+        return im
+    im = im.crop((box or centre_square)(*im.size))
+    if resolution is not None and im.size != (resolution, resolution):
+        im = im.resize((resolution, resolution), RESAMPLE)
+    return im
+
+
+def read_image(path: str | Path, resolution: int | None = None, box: Box | None = None) -> torch.Tensor:
+    """An image file as uint8 (3, R, R): decoded as RGB (``load_image``), cropped to ``box`` (default:
+    the centred square), resized to R x R (``RESAMPLE``). The one reader of image files, for
+    training datasets, tool inputs and evaluation references alike.
+
+    ``resolution=None`` keeps the cropped size (without ``box``: the whole decoded image).
+    FileNotFoundError or ValueError (naming the file) if it cannot be read or cropped.
+    """
+    im = load_image(path)
+    try:
+        im = crop_resize(im, resolution, box)
+    except ValueError as e:
+        raise InputError(f"cannot crop image {path}: {e}") from None
+    return pil_to_uint8(im)
+
+
+def resize_uint8(image: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, R, R): centre-cropped to a square and resized like ``read_image``
+    (the same PIL filter, so a decoded file gives the same pixels either way). R x R is returned as is."""
+    if image.shape[-2:] == (resolution, resolution):
+        return image
+    array = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    return pil_to_uint8(crop_resize(Image.fromarray(array), resolution))
 
 
 def save_image(images: torch.Tensor, path: str | Path) -> None:
@@ -83,8 +136,8 @@ def list_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive), sorted; error if there are none."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root} (expected a folder of jpg/png/webp/bmp files)")
+        raise MissingFileError(f"image folder not found: {root} (expected a folder of jpg/png/webp/bmp files)")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
-        raise FileNotFoundError(f"no images in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
+        raise MissingFileError(f"no images in {root} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})")
     return files

@@ -1,26 +1,12 @@
-"""Evaluation subcommands: ``vaegan fid``, ``compare`` and ``summarize`` (logic in vaegan.evaluation.evaluate / report)."""
+"""Evaluation subcommands: ``vaegan fid``, ``compare`` and ``summarize`` (logic in vaegan.evaluation.evaluate / report).
+
+Missing Inception weights raise ``MissingWeightsError``, a VaeganError: ``vaegan.cli.main`` prints its
+instructions and exits 2, like every other user-facing error.
+"""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
-
-
-def _friendly_missing_weights(command):
-    """Print a MissingWeightsError's instructions and exit 2 instead of a traceback."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        from vaegan.metrics import MissingWeightsError
-
-        try:
-            return command(args)
-        except MissingWeightsError as e:
-            print(f"vaegan {args.command}: error: {e}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def _protocol(args: argparse.Namespace):
@@ -30,7 +16,6 @@ def _protocol(args: argparse.Namespace):
                     batch_size=args.batch_size, device=args.device)
 
 
-@_friendly_missing_weights
 def cmd_fid(args: argparse.Namespace) -> int:
     from vaegan.evaluation.evaluate import fid
     from vaegan.files import write_text_atomic
@@ -51,7 +36,6 @@ def cmd_fid(args: argparse.Namespace) -> int:
     return 0
 
 
-@_friendly_missing_weights
 def cmd_compare(args: argparse.Namespace) -> int:
     from vaegan.evaluation.evaluate import compare_runs
 

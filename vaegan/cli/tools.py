@@ -1,12 +1,35 @@
-"""Subcommands that use a trained model: export, reconstruct, interpolate, variations, encode,
-decode, anomaly, attribute. Each parses its arguments and calls one function."""
+"""Subcommands that use a trained model: sample, fit-prior, export, reconstruct, interpolate,
+variations, encode, decode, anomaly, attribute. Each parses its arguments and calls one function."""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from vaegan.errors import InputError
 
 CHECKPOINT_HELP = "run folder, checkpoint folder or export folder"
 IMAGES_HELP = "an image file, a folder of images, or split:NAME (a split of the model's dataset, e.g. split:val)"
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from vaegan.tools.generate import sample_to_files
+
+    paths = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
+                            use_ema=not args.no_ema, prior=args.prior)
+    print(f"wrote {len(paths)} file(s): {paths[0] if len(paths) == 1 else Path(args.out)}")
+    return 0
+
+
+def cmd_fit_prior(args: argparse.Namespace) -> int:
+    from vaegan.tools.prior import fit_prior
+
+    if args.components < 1 or (args.num_images is not None and args.num_images < args.components):
+        raise InputError(f"--components must be >= 1 and --num-images >= --components, got {args.components}, "
+                         f"{args.num_images}")
+    path = fit_prior(args.checkpoint, args.components, args.num_images, args.seed)
+    print(f"wrote {path}; sample from it with: vaegan sample --checkpoint {args.checkpoint} --prior gmm --out OUT.png")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -98,6 +121,30 @@ def _format_report(report: dict) -> str:
 
 def register(sub) -> None:
     """Add this group's subcommands to the vaegan parser."""
+    _register_generation(sub)
+    _register_compression(sub)
+    _register_analysis(sub)
+
+
+def _register_generation(sub) -> None:
+    p = sub.add_parser("sample", help="draw prior samples from a trained model")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", required=True, help="grid PNG path, or a folder with --individual")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--individual", action="store_true", help="one PNG per sample in the --out folder")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if an EMA exists")
+    p.add_argument("--prior", choices=("normal", "gmm"), default="normal",
+                   help="latents from N(0, I), or from the mixture 'vaegan fit-prior' fitted to the training codes")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training images' codes, for --prior gmm")
+    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--components", type=int, default=10)
+    p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit_prior)
+
     p = sub.add_parser("export", help="write model.safetensors + config.json for use without training code")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", required=True, help="export folder")
@@ -131,6 +178,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="grid PNG: image, reconstruction, variations")
     p.set_defaults(func=cmd_variations)
 
+
+
+def _register_compression(sub) -> None:
     p = sub.add_parser("encode", help="compress images to posterior-mean latents (safetensors)")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--images", required=True, help=IMAGES_HELP)
@@ -146,6 +196,8 @@ def register(sub) -> None:
     p.add_argument("--images", help="the original images, to report PSNR/SSIM against")
     p.set_defaults(func=cmd_decode)
 
+
+def _register_analysis(sub) -> None:
     p = sub.add_parser("anomaly", help="per-image anomaly scores (reconstruction errors, -ELBO), AUROC, threshold")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--images", required=True, help=IMAGES_HELP)

@@ -27,6 +27,7 @@ from vaegan.data.celeba import CelebA
 from vaegan.data.faces import ATTR_NAMES as FACE_ATTR_NAMES
 from vaegan.data.faces import Faces, face_params, render
 from vaegan.data.folder import ImageFolder
+from vaegan.errors import InputError
 
 __all__ = ["build_dataset", "describe", "source_spec", "CachedImages", "CelebA", "Faces",
            "ImageFolder", "FACE_ATTR_NAMES", "face_params", "render", "prepare", "read_header"]
@@ -45,7 +46,7 @@ def source_spec(cfg: DataConfig, split: str) -> dict:
 def _from_source(cfg: DataConfig, split: str):
     if cfg.dataset == "faces":
         if split == "all":
-            raise ValueError("data.split 'all' is not available for data.dataset=faces; "
+            raise InputError("data.split 'all' is not available for data.dataset=faces; "
                              "choose train, val or test (each holds data.num_images images)")
         return Faces(cfg.num_images, cfg.resolution, cfg.seed, split=split)
     if cfg.dataset == "celeba":
@@ -53,7 +54,7 @@ def _from_source(cfg: DataConfig, split: str):
                       crop_left=cfg.crop_left, skip_bad_images=cfg.skip_bad_images)
     if cfg.dataset == "folder":
         return ImageFolder(cfg.root, cfg.resolution, skip_bad_images=cfg.skip_bad_images)
-    raise ValueError(f"data.dataset {cfg.dataset!r} is not valid; choose one of ['faces', 'celeba', 'folder']")
+    raise InputError(f"data.dataset {cfg.dataset!r} is not valid; choose one of ['faces', 'celeba', 'folder']")
 
 
 def build_dataset(cfg: DataConfig, split: str | None = None):
@@ -63,14 +64,14 @@ def build_dataset(cfg: DataConfig, split: str | None = None):
         header = read_header(cfg.cache)
         have, want = header["source"], source_spec(cfg, split)
         if have.get("resolution") != want["resolution"]:
-            raise ValueError(
+            raise InputError(
                 f"cache {cfg.cache} holds {have.get('resolution')}x{have.get('resolution')} images but "
                 f"data.resolution is {want['resolution']}; prepare the cache again or point data.cache "
                 f"at one made for this resolution")
         differ = {k: (have.get(k), v) for k, v in want.items() if k != "split" and have.get(k) != v}
         if differ:
             details = ", ".join(f"{k}: cache {a!r}, config {b!r}" for k, (a, b) in differ.items())
-            raise ValueError(f"cache {cfg.cache} was prepared with other data settings ({details}); "
+            raise InputError(f"cache {cfg.cache} was prepared with other data settings ({details}); "
                              f"prepare it again or clear data.cache")
         if have.get("split") == want.get("split"):
             return CachedImages(cfg.cache)

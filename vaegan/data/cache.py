@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vaegan.errors import InputError, MissingFileError
 from vaegan.files import atomic_path, write_text_atomic
 
 FORMAT = "vaegan-uint8-cache-v1"
@@ -87,14 +88,14 @@ def prepare(dataset, path: str | Path, num_workers: int | None = None, batch_siz
                 ok = torch.tensor([not e for e in errors], dtype=torch.bool)
                 for i, e in zip(indices.tolist(), errors):
                     if e and not getattr(dataset, "skip_bad_images", False):
-                        raise ValueError(f"{e}; set data.skip_bad_images=true to leave unreadable images out")
+                        raise InputError(f"{e}; set data.skip_bad_images=true to leave unreadable images out")
                     if e:
                         bad.append(str(files[i]) if files is not None else f"index {i}")
                 f.write(images[ok].numpy().tobytes())
                 kept.extend(indices[ok].tolist())
                 bar.update(len(indices))
         if not kept:
-            raise ValueError(f"prepare {path}: no readable images in {dataset.describe()}")
+            raise InputError(f"prepare {path}: no readable images in {dataset.describe()}")
         # From here on the old cache is invalid: remove its header before replacing its pixels.
         header_path(path).unlink(missing_ok=True)
         labels_path(path).unlink(missing_ok=True)
@@ -132,20 +133,20 @@ def read_header(path: str | Path) -> dict:
     path, hpath = Path(path), header_path(path)
     if not hpath.is_file():
         if path.exists():
-            raise ValueError(f"cache {path} is incomplete: its header {hpath} is missing (a prepare run "
+            raise InputError(f"cache {path} is incomplete: its header {hpath} is missing (a prepare run "
                              f"was interrupted or is still running); run prepare again")
-        raise FileNotFoundError(f"cache not found: {path} (expected {path} and {hpath}; create them "
+        raise MissingFileError(f"cache not found: {path} (expected {path} and {hpath}; create them "
                                 f"with vaegan prepare)")
     try:
         header = json.loads(hpath.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"cache header {hpath} is not valid JSON: {e}") from None
+        raise InputError(f"cache header {hpath} is not valid JSON: {e}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"cache header {hpath}: expected format {FORMAT!r}, got {header.get('format')!r}")
+        raise InputError(f"cache header {hpath}: expected format {FORMAT!r}, got {header.get('format')!r}")
     size = int(np.prod(header["shape"]))
     actual = path.stat().st_size if path.is_file() else None
     if actual != size:
-        raise ValueError(f"cache {path}: header says {header['shape']} ({size} bytes) but the data file "
+        raise InputError(f"cache {path}: header says {header['shape']} ({size} bytes) but the data file "
                          f"has {actual} bytes; run prepare again")
     return header
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vaegan.data.folder import ImageFiles
+from vaegan.errors import InputError, MissingFileError
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "all": None}
 WIDTH, HEIGHT = 178, 218  # every aligned-and-cropped CelebA image
@@ -39,19 +40,19 @@ def read_partition(path: Path) -> list[tuple[str, int, int]]:
     FileNotFoundError if the file is missing, ValueError naming the line if one is malformed.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"CelebA partition file not found: {path} "
+        raise MissingFileError(f"CelebA partition file not found: {path} "
                                 f"(expected the official list_eval_partition.txt; {_HINT})")
     entries, seen = [], set()
     for number, line in _lines(path):
         parts = line.split()
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-            raise ValueError(f"{path}, line {number}: expected '<image>.jpg <0|1|2>', got {line!r}")
+            raise InputError(f"{path}, line {number}: expected '<image>.jpg <0|1|2>', got {line!r}")
         if parts[0] in seen:
-            raise ValueError(f"{path}, line {number}: image {parts[0]} is listed twice")
+            raise InputError(f"{path}, line {number}: image {parts[0]} is listed twice")
         seen.add(parts[0])
         entries.append((parts[0], int(parts[1]), number))
     if not entries:
-        raise ValueError(f"{path}: no entries (expected lines '<image>.jpg <0|1|2>')")
+        raise InputError(f"{path}: no entries (expected lines '<image>.jpg <0|1|2>')")
     return entries
 
 
@@ -60,21 +61,21 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     lines = _lines(path)
     number, count = next(lines, (1, ""))
     if not count.isdigit():
-        raise ValueError(f"{path}, line {number}: expected the number of rows, got {count!r}")
+        raise InputError(f"{path}, line {number}: expected the number of rows, got {count!r}")
     number, header = next(lines, (2, ""))
     names = header.split()
     if not names:
-        raise ValueError(f"{path}, line {number}: expected the attribute names")
+        raise InputError(f"{path}, line {number}: expected the attribute names")
     rows = {}
     for number, line in lines:
         parts = line.split()
         row = np.array(parts[1:], dtype=np.int8) if len(parts) == len(names) + 1 else None
         if row is None or not np.all(np.abs(row) == 1):
-            raise ValueError(f"{path}, line {number}: expected '<image>.jpg' and {len(names)} "
+            raise InputError(f"{path}, line {number}: expected '<image>.jpg' and {len(names)} "
                              f"values of -1 or 1, got {line[:80]!r}")
         rows[parts[0]] = row
     if len(rows) != int(count):
-        raise ValueError(f"{path}: line 1 says {count} rows but the file has {len(rows)} (truncated?)")
+        raise InputError(f"{path}: line 1 says {count} rows but the file has {len(rows)} (truncated?)")
     return names, rows
 
 
@@ -84,7 +85,7 @@ def read_identities(path: Path) -> dict[str, int]:
     for number, line in _lines(path):
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}, line {number}: expected '<image>.jpg <identity>', got {line!r}")
+            raise InputError(f"{path}, line {number}: expected '<image>.jpg <identity>', got {line!r}")
         ids[parts[0]] = int(parts[1])
     return ids
 
@@ -106,16 +107,16 @@ class CelebA(ImageFiles):
                  hflip: bool = False, skip_bad_images: bool = False):
         super().__init__(resolution, hflip, skip_bad_images)
         if split not in SPLITS:
-            raise ValueError(f"CelebA split {split!r} is not valid; choose one of {list(SPLITS)}")
+            raise InputError(f"CelebA split {split!r} is not valid; choose one of {list(SPLITS)}")
         self.root, self.split = Path(root), split
         self.crop, self.crop_top, self.crop_left = crop, crop_top, crop_left
         self.crop_box(WIDTH, HEIGHT)  # fail early on a crop that cannot fit
         images = self.root / "img_align_celeba"
         if not self.root.is_dir():
-            raise FileNotFoundError(f"CelebA root not found: {self.root} (expected a folder holding "
+            raise MissingFileError(f"CelebA root not found: {self.root} (expected a folder holding "
                                     f"img_align_celeba/ and list_eval_partition.txt; {_HINT})")
         if not images.is_dir():
-            raise FileNotFoundError(f"CelebA image folder not found: {images} "
+            raise MissingFileError(f"CelebA image folder not found: {images} "
                                     f"(expected the official img_align_celeba/ of JPEGs; {_HINT})")
 
         # Keep the split's images; every one must exist.
@@ -124,12 +125,12 @@ class CelebA(ImageFiles):
         code = SPLITS[split]
         chosen = [(name, number) for name, s, number in entries if code is None or s == code]
         if not chosen:
-            raise ValueError(f"{path}: no images in split '{split}' (code {code})")
+            raise InputError(f"{path}: no images in split '{split}' (code {code})")
         present = set(os.listdir(images))
         missing = [(name, number) for name, number in chosen if name not in present]
         if missing:
             name, number = missing[0]
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path}, line {number}: names {name}, which is not in {images} "
                 f"({len(missing)} of the {len(chosen)} '{split}' images are missing; "
                 f"expected every listed image; {_HINT})")
@@ -143,7 +144,7 @@ class CelebA(ImageFiles):
         left = (width - self.crop) // 2 if self.crop_left == -1 else self.crop_left
         top = (height - self.crop) // 2 if self.crop_top == -1 else self.crop_top
         if self.crop < 0 or left < 0 or top < 0 or left + self.crop > width or top + self.crop > height:
-            raise ValueError(
+            raise InputError(
                 f"CelebA crop {self.crop} at (top {self.crop_top}, left {self.crop_left}) does not fit "
                 f"a {width}x{height} image (expected crop in 1..{min(width, height)} or 0 for none, "
                 f"crop_top/crop_left >= 0 or -1 for centred)")

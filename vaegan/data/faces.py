@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vaegan.errors import InputError
+
 SPLITS = {"train": 0, "val": 1, "test": 2}
 _SALT = 0xFACE5  # keeps these streams apart from any other use of the same seed
 
@@ -65,7 +67,7 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
 def face_params(seed: int, index: int, split: str = "train") -> dict:
     """The parameters of one face: a dict of floats and RGB arrays, attributes included."""
     if split not in SPLITS:
-        raise ValueError(f"faces split {split!r} is not valid; choose one of {list(SPLITS)}")
+        raise InputError(f"faces split {split!r} is not valid; choose one of {list(SPLITS)}")
     rng = np.random.default_rng([_SALT, seed % (1 << 64), SPLITS[split], index])
     u = rng.uniform
     p = {
@@ -391,9 +393,9 @@ class Faces(Dataset):
     def __init__(self, num_images: int, resolution: int, seed: int = 0, hflip: bool = False,
                  split: str = "train"):
         if num_images <= 0 or resolution <= 0:
-            raise ValueError(f"faces: num_images and resolution must be > 0, got {num_images}, {resolution}")
+            raise InputError(f"faces: num_images and resolution must be > 0, got {num_images}, {resolution}")
         if split not in SPLITS:
-            raise ValueError(f"faces split {split!r} is not valid; choose one of {list(SPLITS)}")
+            raise InputError(f"faces split {split!r} is not valid; choose one of {list(SPLITS)}")
         self.num_images, self.resolution, self.seed = num_images, resolution, seed
         self.hflip, self.split = hflip, split
         self._attributes = None

@@ -7,17 +7,18 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vaegan.images import list_images, load_image, pil_to_uint8
+from vaegan.errors import InputError
+from vaegan.images import centre_square, list_images, read_image
 
 
 class ImageFiles(Dataset):
     """Base for datasets of image files: item ``i`` is uint8 (3, R, R) in [0, 255].
 
-    Subclasses set ``files`` and implement ``crop_box(width, height)``. Every image is decoded
-    as RGB, cropped to that box, then resized to R x R (bicubic, antialiased).
+    Subclasses set ``files`` and implement ``crop_box(width, height)``. Every image is read by
+    ``vaegan.images.read_image``: decoded as RGB, cropped to that box, then resized to R x R
+    (``vaegan.images.RESAMPLE``: bicubic, antialiased), as evaluation references are read.
 
     Unreadable files raise a ``ValueError`` naming the file. With ``skip_bad_images`` the next
     readable image is returned instead, and the bad file is recorded in ``bad_files`` (its count
@@ -47,15 +48,7 @@ class ImageFiles(Dataset):
 
     def read(self, index: int) -> torch.Tensor:
         """Decode file ``index`` (no skipping, no flip): uint8 (3, R, R); ValueError if unreadable."""
-        path = self.files[index]
-        im = load_image(path)
-        try:
-            box = self.crop_box(*im.size)
-        except ValueError as e:
-            raise ValueError(f"cannot crop image {path}: {e}") from None
-        im = im.crop(box)
-        im = im.resize((self.resolution, self.resolution), Image.Resampling.BICUBIC)
-        return pil_to_uint8(im)
+        return read_image(self.files[index], self.resolution, self.crop_box)
 
     def load(self, index: int) -> torch.Tensor:
         """``read(index)``, or with ``skip_bad_images`` the next readable image after it."""
@@ -63,7 +56,7 @@ class ImageFiles(Dataset):
             try:
                 return self.read(index)
             except (OSError, ValueError) as e:
-                raise ValueError(f"{e}; set data.skip_bad_images=true to skip unreadable images") from None
+                raise InputError(f"{e}; set data.skip_bad_images=true to skip unreadable images") from None
         n = len(self.files)
         for k in range(n):
             j = (index + k) % n
@@ -75,7 +68,7 @@ class ImageFiles(Dataset):
                 self._bad.add(j)
                 self.bad_files.append(self.files[j])
                 warnings.warn(f"skipping unreadable image ({e})", stacklevel=2)
-        raise ValueError(f"no readable images among the {n} files of this dataset")
+        raise InputError(f"no readable images among the {n} files of this dataset")
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.load(index)
@@ -108,9 +101,7 @@ class ImageFolder(ImageFiles):
         self.files = list_images(self.root)
 
     def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        return left, top, left + side, top + side
+        return centre_square(width, height)
 
     def source(self) -> dict:
         """What identifies these images, for cache headers."""

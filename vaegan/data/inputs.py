@@ -1,7 +1,8 @@
 """Images handed to the tools: a file, a folder, or a split of a dataset, at the model's resolution.
 
-Image files are read as ``data.dataset=folder`` reads them: RGB, centre-cropped to a square,
-resized (bicubic) to the model's resolution. ``split:NAME`` (e.g. ``split:val``) names a split of
+Image files are read as ``data.dataset=folder`` reads them (``vaegan.images.read_image``, as
+evaluation references are read too): RGB, centre-cropped to a square, resized (bicubic) to the
+model's resolution. ``split:NAME`` (e.g. ``split:val``) names a split of
 the dataset in the model's own data config (the built-in faces, CelebA, ...).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from vaegan.config import Config
 from vaegan.data.folder import ImageFiles, ImageFolder
+from vaegan.errors import InputError
 from vaegan.images import IMAGE_EXTENSIONS, list_images
 
 SPLIT_PREFIX = "split:"
@@ -44,7 +46,7 @@ def image_files(source: str | Path) -> tuple[Path, list[Path]]:
     path = Path(source)
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ValueError(f"{path} is not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
+            raise InputError(f"{path} is not an image file (expected one of {', '.join(IMAGE_EXTENSIONS)})")
         return path.parent, [path]
     return path, list_images(path)
 
@@ -78,6 +80,6 @@ def read_split(split: str, cfg: Config, limit: int | None = None, indices: list[
     files = getattr(dataset, "files", None)
     names = [files[i].name if files is not None else f"{split}-{i:06d}" for i in indices]
     if not indices:
-        raise ValueError(f"split {split!r} of {cfg.data.dataset} has no images to read")
+        raise InputError(f"split {split!r} of {cfg.data.dataset} has no images to read")
     images = torch.stack([dataset[i] for i in indices])
     return ImageSet(names, images, [files[i] for i in indices] if files is not None else None, dataset, indices)

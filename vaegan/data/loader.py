@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vaegan.errors import InputError
+
 
 class GlobalBatchSampler:
     """Yields this rank's indices for global batches ``start_batch, start_batch + 1, ...``."""
@@ -18,9 +20,9 @@ class GlobalBatchSampler:
     def __init__(self, num_items: int, global_batch: int, rank: int = 0, world_size: int = 1,
                  seed: int = 0, start_batch: int = 0):
         if global_batch % world_size:
-            raise ValueError(f"global batch {global_batch} is not divisible by {world_size} processes")
+            raise InputError(f"global batch {global_batch} is not divisible by {world_size} processes")
         if num_items < global_batch:
-            raise ValueError(f"dataset has {num_items} images, fewer than one batch of {global_batch}")
+            raise InputError(f"dataset has {num_items} images, fewer than one batch of {global_batch}")
         self.num_items, self.global_batch = num_items, global_batch
         self.rank, self.local_batch = rank, global_batch // world_size
         self.seed, self.start_batch = seed, start_batch

@@ -10,8 +10,8 @@ models reconstruct (from posterior means). Metrics:
 - with Inception weights (or another torch-fidelity extractor): FID, KID, precision/recall.
 
 Entry points: ``fid`` (``vaegan fid``), ``compare_runs`` (``vaegan compare``, written out by
-``vaegan.evaluation.report``), ``summarize_runs`` (the quickstart's table) and ``quick_metrics`` (cheap,
-for periodic evaluation during training). Images are uint8 (N, 3, R, R) throughout.
+``vaegan.evaluation.report``), ``summarize_runs`` (the quickstart's table); ``vaegan.metrics.quick`` holds the cheap metrics
+that training logs periodically. Images are uint8 (N, 3, R, R) throughout.
 """
 from __future__ import annotations
 
@@ -31,14 +31,13 @@ from vaegan.metrics import (
     FeatureExtractor,
     MissingWeightsError,
     compute_feature_metrics,
-    compute_recon_metrics,
-    compute_sharpness,
-    compute_swd,
     make_extractor,
     register_random_extractor,
 )
-from vaegan.metrics.features import INCEPTION, iter_batches
-from vaegan.storage.pretrained import load_from_checkpoint
+from vaegan.metrics.quick import image_metrics, load_images
+from vaegan.metrics.features import INCEPTION
+from vaegan.errors import InputError, MissingFileError
+from vaegan.storage.pretrained import load_pretrained
 from vaegan.evaluation.report import summary_table
 
 TEST_EXTRACTOR = "vaegan-random-conv"  # weights-free random network for tests; its FID is not comparable
@@ -62,7 +61,7 @@ class Protocol:
         for name in ("num_samples", "num_reference", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 2:
-                raise ValueError(f"{name} must be at least 2, got {value}")
+                raise InputError(f"{name} must be at least 2, got {value}")
 
 
 @dataclass
@@ -119,17 +118,6 @@ def protocol_record(protocol: Protocol, reference: Reference, extractor: str | N
 # Reference images.
 
 
-def load_images(source, num_images: int | None, resolution: int, batch_size: int = 256) -> torch.Tensor:
-    """uint8 (N, 3, R, R) from a folder, Dataset or tensor: a subset fixed by the metrics' subset seed.
-
-    N = min(num_images, available); images not R x R are centre-cropped and resized.
-    """
-    batches = list(iter_batches(source, batch_size, num_images=num_images, resolution=resolution))
-    if not batches:
-        raise ValueError("the reference holds no images")
-    return torch.cat(batches)
-
-
 def reference_source(data: DataConfig, ref: str | Path | None = None, ref_celeba: str | Path | None = None,
                      split: str = "test"):
     """(source, description) of the reference images.
@@ -139,7 +127,7 @@ def reference_source(data: DataConfig, ref: str | Path | None = None, ref_celeba
     dataset has no splits).
     """
     if ref and ref_celeba:
-        raise ValueError("give either --ref DIR or --ref-celeba ROOT, not both")
+        raise InputError("give either --ref DIR or --ref-celeba ROOT, not both")
     if ref:
         return str(ref), f"folder {ref}"
     if ref_celeba:
@@ -157,47 +145,6 @@ def load_reference(data: DataConfig, num_images: int | None, resolution: int, *,
 
 # ----------------------------------------------------------------------------------------------
 # Metrics.
-
-
-def image_metrics(samples: torch.Tensor, reconstructions: torch.Tensor, reference: torch.Tensor,
-                  seed: int = 0) -> dict[str, float]:
-    """The metrics that need no download.
-
-    samples: uint8 (N, 3, R, R); reconstructions: uint8 (M, 3, R, R) of reference[:M]; reference:
-    uint8 (K, 3, R, R). SWD compares the first min(N, K) of each set (it needs equal counts).
-    Returns SWDx1e3_<res> per level and SWDx1e3_avg, hf_generated, hf_reference, hf_ratio
-    (samples), recon_hf_ratio, psnr (dB), ssim.
-    """
-    n = min(len(samples), len(reference))
-    out = compute_swd(samples[:n], reference[:n], seed=seed)
-    out.update(compute_sharpness(samples, reference))
-    out["recon_hf_ratio"] = compute_sharpness(reconstructions, reference)["hf_ratio"]
-    out.update(compute_recon_metrics(reconstructions, reference[: len(reconstructions)]))
-    return out
-
-
-@torch.no_grad()
-def quick_metrics(model, reference: torch.Tensor, num_images: int = 500, seed: int = 0,
-                  batch_size: int = 256) -> dict[str, float]:
-    """No-download metrics of a model, cheap enough for periodic evaluation during training.
-
-    model: a VAE on any device; it runs in eval mode for the call and gets its mode back.
-    reference: held-out uint8 images (N, 3, R, R) on the CPU; the first min(num_images, N) are
-    compared with as many prior samples (latents fixed by ``seed``) and reconstructed.
-    Uses its own seeded generators: the global RNG state is left untouched.
-    Returns the keys of ``image_metrics``. Cost grows linearly with ``num_images`` and is nearly
-    all SWD's sorting, on the CPU whatever the model's device: at 32 px on 2 heavily shared CPU
-    cores, 13 s for 256 images, 25 s for 500, 54 s for 1000.
-    """
-    reference = reference[:num_images]
-    was_training = model.training
-    model.eval()
-    try:
-        samples = sample(model, len(reference), seed, batch_size)
-        reconstructions = reconstruct(model, reference, batch_size)
-    finally:
-        model.train(was_training)
-    return image_metrics(samples, reconstructions, reference, seed)
 
 
 def feature_extractor(name: str | None = None, inception_weights: str | Path | None = None,
@@ -231,7 +178,7 @@ def fid(checkpoint: str | Path, protocol: Protocol = Protocol(), *, recon: bool 
     when the Inception weights are unavailable.
     """
     features = feature_extractor(extractor, inception_weights, protocol.device)
-    model, cfg, _ = load_from_checkpoint(checkpoint, device=protocol.device, use_ema=True)
+    model, cfg, _, _ = load_pretrained(checkpoint, device=protocol.device)
     reference = load_reference(cfg.data, protocol.num_reference or protocol.num_samples, cfg.data.resolution,
                                ref=ref, ref_celeba=ref_celeba, split=ref_split, batch_size=protocol.batch_size)
     out = {"checkpoint": str(checkpoint), "protocol": protocol_record(protocol, reference, features.name)}
@@ -287,10 +234,10 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
     """
     paths = [Path(p) for p in run_dirs]
     if names is not None and len(names) != len(paths):
-        raise ValueError(f"--names gives {len(names)} names for {len(paths)} runs")
+        raise InputError(f"--names gives {len(names)} names for {len(paths)} runs")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:  # before minutes of work on the runs that do exist
-        raise FileNotFoundError(f"run, checkpoint or export folder not found: {', '.join(missing)}")
+        raise MissingFileError(f"run, checkpoint or export folder not found: {', '.join(missing)}")
     features, note = None, "not requested (`vaegan compare` computes them when the Inception weights are available)"
     if with_features:
         features, note = _open_extractor(extractor, inception_weights, protocol.device)
@@ -300,14 +247,14 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
     reference, first, runs = None, None, []
     for path in paths:
         start = time.perf_counter()
-        model, cfg, _ = load_from_checkpoint(path, device=protocol.device, use_ema=True)
+        model, cfg, _, _ = load_pretrained(path, device=protocol.device)
         if reference is None:
             first = cfg.data
             reference = load_reference(first, protocol.num_reference or protocol.num_samples, first.resolution,
                                        ref=ref, ref_celeba=ref_celeba, split=ref_split,
                                        batch_size=protocol.batch_size)
         elif cfg.data.resolution != first.resolution:
-            raise ValueError(f"{path} generates {cfg.data.resolution}px images, {paths[0]} {first.resolution}px: "
+            raise InputError(f"{path} generates {cfg.data.resolution}px images, {paths[0]} {first.resolution}px: "
                              f"runs compared must share a resolution")
         elif not (ref or ref_celeba) and source_spec(cfg.data, ref_split) != source_spec(first, ref_split):
             log(f"note: {path} was trained on other data than {paths[0]}; both are scored against the "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vaegan.metrics.fid import fid_from_features
+from vaegan.metrics.frechet import fid_from_features
 
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 

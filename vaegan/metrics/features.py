@@ -3,8 +3,9 @@
 Everything here takes uint8 images (N, 3, H, W) in [0, 255], the toolkit's edge convention and
 what torch-fidelity's extractors expect. Four pieces:
 
-- ``iter_batches``: one way to read every accepted image source (tensor, iterable of batches,
-  Dataset, folder) as uint8 batches.
+- ``extract_features``: features of any image source ``vaegan.metrics.batching.iter_batches``
+  reads (tensor, iterable of batches, Dataset, folder; files read as the training datasets read
+  them).
 - ``make_extractor``: a torch-fidelity feature extractor (by registry name) wrapped as a plain
   callable, with the Inception weights resolved locally or ``MissingWeightsError``.
 - ``reference_stats``: features and mean/covariance of a reference set, cached on disk under a
@@ -20,13 +21,11 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -34,16 +33,17 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
+from vaegan.errors import InputError, VaeganError
 from vaegan.files import atomic_path
-from vaegan.images import list_images, load_image, pil_to_uint8
+from vaegan.images import list_images
+from vaegan.metrics.batching import SUBSET_SEED, _subset, iter_batches, iter_images
 
 INCEPTION = "inception-v3-compat"
 INCEPTION_URL = URL_INCEPTION_V3
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
-CACHE_FORMAT = 1
-SUBSET_SEED = 0
+CACHE_FORMAT = 2  # 2: folder references read like training datasets (bicubic, not Lanczos)
 
-class MissingWeightsError(RuntimeError):
+class MissingWeightsError(VaeganError, RuntimeError):
     """The Inception weights file is neither given, nor in torch hub's cache, nor downloadable."""
 
 
@@ -128,7 +128,7 @@ def make_extractor(
     own silent download), and a file that cannot be loaded raises ``MissingWeightsError``.
     """
     if name not in FEATURE_EXTRACTORS_REGISTRY:
-        raise ValueError(f"unknown feature extractor {name!r}; registered: {', '.join(FEATURE_EXTRACTORS_REGISTRY)}")
+        raise InputError(f"unknown feature extractor {name!r}; registered: {', '.join(FEATURE_EXTRACTORS_REGISTRY)}")
     layer = layer or FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
     kwargs = {}
     if name == INCEPTION:
@@ -195,88 +195,7 @@ def register_random_extractor(name: str = "vaegan-random-conv") -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Image sources.
-
-
-def _check_uint8(images: torch.Tensor, ndim: int) -> torch.Tensor:
-    shape = "(N, 3, H, W)" if ndim == 4 else "(3, H, W)"
-    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != ndim or images.shape[-3] != 3:
-        got = f"{images.dtype} {tuple(images.shape)}" if torch.is_tensor(images) else type(images).__name__
-        raise ValueError(f"expected uint8 images {shape} in [0, 255], got {got} (convert with vaegan.images.to_uint8)")
-    return images
-
-
-def _subset(n: int, num_images: int | None) -> np.ndarray:
-    """Indices of the images used: all, or a sorted random subset fixed by SUBSET_SEED."""
-    if num_images is None or num_images >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(SUBSET_SEED).choice(n, num_images, replace=False))
-
-
-def _dataset_item(item) -> torch.Tensor:
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
-def iter_images(source, num_images: int | None = None) -> Iterator[torch.Tensor]:
-    """Single uint8 images (3, H, W) from any accepted source.
-
-    source: uint8 tensor (N, 3, H, W); folder path (images read with vaegan.images); a map-style
-    Dataset whose items are uint8 (3, H, W) or (image, ...) tuples; or any iterable of uint8
-    batches (B, 3, H, W), single images (3, H, W) or (batch, labels) pairs. ``num_images`` takes a
-    seeded random subset of indexable sources and the first ``num_images`` of plain iterables.
-    """
-    if isinstance(source, (str, Path)):
-        files = list_images(source)
-        for i in _subset(len(files), num_images):
-            yield pil_to_uint8(load_image(files[i]))
-    elif torch.is_tensor(source):
-        _check_uint8(source, 4)
-        for i in _subset(len(source), num_images):
-            yield source[i]
-    elif isinstance(source, torch.utils.data.Dataset) and hasattr(source, "__len__"):
-        for i in _subset(len(source), num_images):
-            yield _check_uint8(_dataset_item(source[int(i)]), 3)
-    else:
-        count = 0
-        for batch in source:
-            batch = _dataset_item(batch)  # DataLoader-style (images, labels) pairs
-            if torch.is_tensor(batch) and batch.ndim == 3:
-                batch = batch[None]
-            for image in _check_uint8(batch, 4):
-                if num_images is not None and count >= num_images:
-                    return
-                count += 1
-                yield image
-
-
-def _resize(image: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Center-crop to a square and resize with PIL's Lanczos (as dataset tools do): uint8 (3, R, R)."""
-    _, h, w = image.shape
-    if h == w == resolution:
-        return image
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    crop = image[:, top : top + s, left : left + s].permute(1, 2, 0).contiguous().numpy()
-    return pil_to_uint8(Image.fromarray(crop).resize((resolution, resolution), Image.LANCZOS))
-
-
-def iter_batches(
-    source, batch_size: int = 64, num_images: int | None = None, resolution: int | None = None
-) -> Iterator[torch.Tensor]:
-    """uint8 batches (B, 3, H, W) from any source ``iter_images`` accepts.
-
-    A batch holds images of one size; ``resolution`` first crops/resizes every image to R x R.
-    """
-    batch: list[torch.Tensor] = []
-    for image in iter_images(source, num_images):
-        if resolution is not None:
-            image = _resize(image, resolution)
-        if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
-            yield torch.stack(batch)
-            batch = []
-        batch.append(image)
-    if batch:
-        yield torch.stack(batch)
+# Features of an image source (read by vaegan.metrics.batching).
 
 
 def extract_features(source, extractor: FeatureExtractor, batch_size: int = 64, **kwargs) -> torch.Tensor:

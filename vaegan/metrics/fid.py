@@ -1,10 +1,11 @@
 """FID, KID and precision/recall of generated images against a reference set.
 
-Images are uint8 (N, 3, H, W) in [0, 255] (or any source ``features.iter_batches`` reads; the
+Images are uint8 (N, 3, H, W) in [0, 255] (or any source ``batching.iter_batches`` reads; the
 reference may also be a folder). Features come from a torch-fidelity extractor, by default
 'inception-v3-compat' pool3 (2048-d), the usual FID network. The arithmetic is ours:
 
-- FID: ``fid_from_features`` in float64 numpy, tr sqrt(S1 S2) via symmetric eigen-decompositions.
+- FID: ``fid_from_features`` (module ``frechet``, torch-fidelity-free) in float64 numpy,
+  tr sqrt(S1 S2) via symmetric eigen-decompositions.
 - KID: torch-fidelity's ``kid_features_to_metric`` (polynomial kernel, degree 3, unbiased MMD^2
   averaged over random subsets), fed float64 features.
 - Precision/recall (Kynkaenniemi et al. 2019, k-NN balls): torch-fidelity's
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
@@ -31,38 +31,9 @@ from vaegan.metrics.features import (
     make_extractor,
     reference_stats,
 )
+from vaegan.metrics.frechet import fid_from_features
 
 METRICS = ("fid", "kid", "pr")
-
-
-def _f64(x) -> np.ndarray:
-    if torch.is_tensor(x):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _sqrt_psd(m: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric PSD matrix (tiny negative eigenvalues clipped)."""
-    w, v = np.linalg.eigh((m + m.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-
-
-def fid_from_features(mu1, sigma1, mu2, sigma2) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
-
-    mu: (D,), sigma: (D, D) symmetric PSD, numpy or torch. Computed in float64 as
-    |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1^1/2 S2 S1^1/2); the last matrix is symmetric
-    PSD with the same eigenvalues as S1 S2, so no complex sqrtm is needed.
-    """
-    mu1, mu2, s1, s2 = _f64(mu1), _f64(mu2), _f64(sigma1), _f64(sigma2)
-    d = mu1.shape[0]
-    if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shapes do not match: mu {mu1.shape}, {mu2.shape}; sigma {s1.shape}, {s2.shape}")
-    root1 = _sqrt_psd(s1)
-    inner = root1 @ s2 @ root1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 def kid_from_features(

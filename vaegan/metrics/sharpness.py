@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from vaegan.metrics.features import iter_batches
+from vaegan.metrics.batching import iter_batches
 
 LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 
@@ -21,7 +21,7 @@ LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 def high_frequency_fraction(images, cutoff: float = 0.125, batch_size: int = 256) -> torch.Tensor:
     """Per-image fraction of spectral power above ``cutoff`` cycles/pixel: float64 (N,) in [0, 1].
 
-    images: uint8 (N, 3, H, W) or any source ``features.iter_batches`` reads.
+    images: uint8 (N, 3, H, W) or any source ``batching.iter_batches`` reads.
     """
     out = []
     for batch in iter_batches(images, batch_size):

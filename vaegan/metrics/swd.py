@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vaegan.metrics.features import iter_batches
+from vaegan.metrics.batching import iter_batches
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
 GAUSSIAN_5x5 = torch.outer(_BINOMIAL, _BINOMIAL) / 256.0  # cv2.pyrDown's kernel
@@ -131,7 +131,7 @@ def compute_swd(
 ) -> dict[str, float]:
     """SWD x 1e3 per pyramid level and averaged.
 
-    generated, reference: uint8 (N, 3, R, R) or any source ``features.iter_batches`` reads, with
+    generated, reference: uint8 (N, 3, R, R) or any source ``batching.iter_batches`` reads, with
     the same N and R in both. Returns {"SWDx1e3_<res>": ..., for res = R, R/2, ..., >= 16,
     "SWDx1e3_avg": ...}; deterministic given ``seed``.
     """

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from vaegan.errors import InputError
 from vaegan.files import read_safetensors, write_safetensors
 
 FORMAT = "vaegan-gmm-v1"
@@ -64,7 +65,7 @@ class GaussianMixture:
         tensors, _ = read_safetensors(path, "a latent prior that 'vaegan fit-prior' writes")
         missing = {"weights", "means", "scale_tril"} - set(tensors)
         if missing:
-            raise ValueError(f"{path}: missing tensors {sorted(missing)} (expected weights, means, scale_tril)")
+            raise InputError(f"{path}: missing tensors {sorted(missing)} (expected weights, means, scale_tril)")
         return cls(tensors["weights"], tensors["means"], tensors["scale_tril"])
 
 
@@ -74,7 +75,7 @@ def fit_gmm(z: torch.Tensor, components: int = 10, iters: int = 100, reg: float 
     x = z.double()
     n, d = x.shape
     if n < components:
-        raise ValueError(f"{n} latents cannot fit {components} mixture components")
+        raise InputError(f"{n} latents cannot fit {components} mixture components")
     gen = torch.Generator().manual_seed(seed)
     means = x[torch.randperm(n, generator=gen)[:components]].clone()
     cov = torch.cov(x.T).expand(components, d, d).clone() + reg * torch.eye(d, dtype=x.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from vaegan.errors import MissingFileError
 from vaegan.files import write_text_atomic
 from vaegan.storage.state import load_state, save_state
 
@@ -58,8 +59,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if found:
         return found[-1]
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint or run folder not found: {path}")
-    raise FileNotFoundError(
+        raise MissingFileError(f"checkpoint or run folder not found: {path}")
+    raise MissingFileError(
         f"no checkpoint in {path} (expected a run folder with checkpoints/step-*/state.json, "
         f"or a checkpoint folder holding state.json and state.safetensors)"
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vaegan.errors import InputError, MissingFileError
 from vaegan.models.gmm import GaussianMixture
 
 PRIOR_FILE = "latent_prior.safetensors"
@@ -23,9 +24,9 @@ def load_prior(source: str | Path, latent_dim: int) -> GaussianMixture:
     """The mixture fitted for ``source`` (see :func:`prior_path`); a clear error when there is none."""
     path = prior_path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"no fitted latent prior at {path}; fit one first: vaegan fit-prior --checkpoint {source}")
+        raise MissingFileError(f"no fitted latent prior at {path}; fit one first: vaegan fit-prior --checkpoint {source}")
     mixture = GaussianMixture.load(path)
     if mixture.latent_dim != latent_dim:
-        raise ValueError(f"{path}: a prior over {mixture.latent_dim} latent dimensions, but the model has {latent_dim}; "
+        raise InputError(f"{path}: a prior over {mixture.latent_dim} latent dimensions, but the model has {latent_dim}; "
                          f"fit it again: vaegan fit-prior --checkpoint {source}")
     return mixture

@@ -14,6 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from vaegan.errors import InputError, MissingFileError
 from vaegan.files import atomic_path
 from vaegan.files import write_safetensors
 
@@ -67,13 +68,13 @@ def load_state(folder: str | Path) -> dict:
     files = folder / "state.safetensors", folder / "state.json"
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"checkpoint file missing: {f}")
+            raise MissingFileError(f"checkpoint file missing: {f}")
     try:
         tensors = load_file(str(files[0]))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {files[0]} is not a readable safetensors file: {e}") from None
+        raise InputError(f"checkpoint {files[0]} is not a readable safetensors file: {e}") from None
     try:
         skeleton = json.loads(files[1].read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint {files[1]} is not valid JSON: {e}") from None
+        raise InputError(f"checkpoint {files[1]} is not valid JSON: {e}") from None
     return unflatten(skeleton, tensors)

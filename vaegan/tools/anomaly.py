@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaegan.errors import InputError
 from vaegan.images import to_float
 from vaegan.files import write_text_atomic
 from vaegan.models import standard_normal_log_prob
@@ -80,7 +81,7 @@ def auroc(scores, labels) -> float:
         raise ValueError(f"scores and labels must be 1-D of one length, got {s.shape} and {y.shape}")
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"AUROC needs both classes, got {n_pos} positive and {n_neg} negative")
+        raise InputError(f"AUROC needs both classes, got {n_pos} positive and {n_neg} negative")
     _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
     mid_ranks = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based rank of each distinct value, ties averaged
     u = mid_ranks[inverse][y].sum() - n_pos * (n_pos + 1) / 2.0
@@ -90,7 +91,7 @@ def auroc(scores, labels) -> float:
 def calibrate_threshold(scores, percentile: float = 95.0) -> float:
     """The ``percentile`` of scores on normal data: images scoring above it are flagged."""
     if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"--percentile must be in [0, 100], got {percentile}")
+        raise InputError(f"--percentile must be in [0, 100], got {percentile}")
     return float(np.percentile(np.asarray(scores, np.float64), percentile))
 
 
@@ -100,12 +101,12 @@ def read_labels(path: str | Path) -> dict[str, int]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected a header with 'file' and 'label' columns, got {reader.fieldnames}")
+            raise InputError(f"{path}: expected a header with 'file' and 'label' columns, got {reader.fieldnames}")
         labels = {}
         for line, row in enumerate(reader, start=2):
             value = (row["label"] or "").strip().lower()
             if value not in _TRUE + _FALSE:
-                raise ValueError(f"{path}, line {line}: label {row['label']!r} is not one of {list(_TRUE + _FALSE)}")
+                raise InputError(f"{path}, line {line}: label {row['label']!r} is not one of {list(_TRUE + _FALSE)}")
             labels[row["file"].strip()] = int(value in _TRUE)
     return labels
 
@@ -117,7 +118,7 @@ def _match_labels(names: list[str], labels: dict[str, int], source: str) -> list
     for name in names:
         value = labels.get(name, by_base.get(Path(name).name))
         if value is None:
-            raise ValueError(f"{source} has no label for image {name!r}")
+            raise InputError(f"{source} has no label for image {name!r}")
         out.append(value)
     return out
 
@@ -152,9 +153,9 @@ def score_to_csv(checkpoint: str | Path, images: str | Path, out: str | Path, an
     from vaegan.storage.pretrained import load_pretrained
 
     if anomalies is not None and labels is not None:
-        raise ValueError("give --anomalies (a folder of anomalous images) or --labels (a CSV), not both")
+        raise InputError("give --anomalies (a folder of anomalous images) or --labels (a CSV), not both")
     if calibrate is not None and threshold is not None:
-        raise ValueError("give --calibrate (to set the threshold) or --threshold, not both")
+        raise InputError("give --calibrate (to set the threshold) or --threshold, not both")
     vae, cfg, dis, _ = load_pretrained(checkpoint, device, with_discriminator=None)
 
     def run(source) -> tuple[list[str], dict[str, torch.Tensor]]:
@@ -171,7 +172,7 @@ def score_to_csv(checkpoint: str | Path, images: str | Path, out: str | Path, an
     elif labels is not None:
         truth = _match_labels(names, read_labels(labels), str(labels))
     if score not in scores:
-        raise ValueError(f"--score {score!r} is not available here; choose one of {list(scores)}"
+        raise InputError(f"--score {score!r} is not available here; choose one of {list(scores)}"
                          + (" (feature_error needs a discriminator)" if score == "feature_error" else "")
                          + (" (neg_iw_elbo needs --iw-samples K)" if score == "neg_iw_elbo" else ""))
     summary: dict = {"images": len(names), "score": score, "out": str(out)}

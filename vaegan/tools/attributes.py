@@ -13,6 +13,7 @@ import torch
 
 from vaegan.data.faces import ATTR_NAMES as FACE_ATTRS
 from vaegan.data.faces import Faces
+from vaegan.errors import InputError
 from vaegan.images import save_grid
 from vaegan.models.inference import decode_latents, encode_images
 from vaegan.files import read_safetensors, write_safetensors
@@ -36,7 +37,7 @@ def attribute_vector(model, images: torch.Tensor, labels: torch.Tensor) -> torch
     labels = torch.as_tensor(labels)
     n_pos, n_neg = int((labels > 0).sum()), int((labels < 0).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"an attribute vector needs positive and negative images, got {n_pos} and {n_neg}")
+        raise InputError(f"an attribute vector needs positive and negative images, got {n_pos} and {n_neg}")
     z = encode_images(model, images).mean
     return z[labels > 0].mean(0) - z[labels < 0].mean(0)
 
@@ -56,7 +57,7 @@ def save_vector(path: str | Path, vector: torch.Tensor, attribute: str, positive
 def load_vector(path: str | Path) -> tuple[torch.Tensor, dict]:
     tensors, metadata = read_safetensors(path, "an attribute vector written by 'vaegan attribute --save-vector'")
     if metadata.get("format") != VECTOR_FORMAT or "vector" not in tensors:
-        raise ValueError(f"{path} is not an attribute vector file (expected format {VECTOR_FORMAT!r} with a "
+        raise InputError(f"{path} is not an attribute vector file (expected format {VECTOR_FORMAT!r} with a "
                          f"'vector' tensor, as 'vaegan attribute --save-vector' writes)")
     return tensors["vector"], metadata
 
@@ -65,7 +66,7 @@ def _column(attr_names: list[str], name: str, where: str) -> str:
     """The attribute's spelling in ``attr_names`` (case-insensitive match)."""
     found = {a.lower(): a for a in attr_names}.get(name.lower())
     if found is None:
-        raise ValueError(f"{where} has no attribute {name!r}; valid: {list(attr_names)}")
+        raise InputError(f"{where} has no attribute {name!r}; valid: {list(attr_names)}")
     return found
 
 
@@ -91,20 +92,20 @@ def labelled_images(cfg, attr: str, images: str | Path | None = None, attr_file:
 
     if attr_file is not None:
         if images is None:
-            raise ValueError("--attr-file needs --images FOLDER (the images its rows name)")
+            raise InputError("--attr-file needs --images FOLDER (the images its rows name)")
         names, rows = read_attributes(Path(attr_file))
         column = names.index(_column(names, attr, str(attr_file)))
         root, files = image_files(images)
         files = [f for f in files if f.name in rows][:limit]
         if not files:
-            raise ValueError(f"no image in {images} has a row in {attr_file}")
+            raise InputError(f"no image in {images} has a row in {attr_file}")
         reader = ImageList(files, cfg.data.resolution)
         data = ImageSet([f.relative_to(root).as_posix() for f in files],
                         torch.stack([reader.read(i) for i in range(len(files))]), files)
         return data, torch.tensor([float(rows[f.name][column]) for f in files])
     if images is not None:
         if not str(images).startswith(SPLIT_PREFIX):
-            raise ValueError(f"--images {images}: give --attr-file with the labels of a folder, or split:NAME "
+            raise InputError(f"--images {images}: give --attr-file with the labels of a folder, or split:NAME "
                              f"for a split of the model's dataset")
         split = str(images)[len(SPLIT_PREFIX):]
     data_cfg = cfg.data
@@ -112,12 +113,12 @@ def labelled_images(cfg, attr: str, images: str | Path | None = None, attr_file:
         data_cfg = dataclasses.replace(cfg.data, dataset="celeba", root=str(celeba_root), cache="")
     dataset = build_dataset(data_cfg, split)
     if not getattr(dataset, "attr_names", None):
-        raise ValueError(f"{data_cfg.dataset} split {split!r} carries no attributes; give --attr-file or --celeba-root")
+        raise InputError(f"{data_cfg.dataset} split {split!r} carries no attributes; give --attr-file or --celeba-root")
     name = _column(dataset.attr_names, attr, f"dataset {data_cfg.dataset}")
     labels = binarise(_values(dataset, name, limit), name)
     known = torch.nonzero(labels != 0).flatten()[:limit].tolist()
     if len(known) == 0:
-        raise ValueError(f"no image of {data_cfg.dataset} split {split!r} has a known {name!r}")
+        raise InputError(f"no image of {data_cfg.dataset} split {split!r} has a known {name!r}")
     return read_split(split, cfg, indices=known, dataset=dataset), labels[known]
 
 
@@ -142,11 +143,11 @@ def attribute_to_file(checkpoint: str | Path, attr: str | None = None, out: str 
         vector, metadata = load_vector(vector_file)
         summary.update(attribute=metadata.get("attribute"), vector_from=str(vector_file))
         if vector.numel() != vae.latent_dim:
-            raise ValueError(f"{vector_file} holds a {vector.numel()}-d vector; "
+            raise InputError(f"{vector_file} holds a {vector.numel()}-d vector; "
                              f"{checkpoint} has {vae.latent_dim}-d latents")
     else:
         if attr is None:
-            raise ValueError("give --attr NAME (or --vector FILE)")
+            raise InputError("give --attr NAME (or --vector FILE)")
         data, labels = labelled_images(cfg, attr, images, attr_file, celeba_root, split, limit)
         vector = attribute_vector(vae, data.images, labels)
         summary.update(attribute=attr, positives=int((labels > 0).sum()), negatives=int((labels < 0).sum()))
@@ -161,7 +162,7 @@ def attribute_to_file(checkpoint: str | Path, attr: str | None = None, out: str 
         elif data is not None:
             x = data.images[labels * (1 if alphas[0] >= 0 else -1) < 0][:n]
         else:
-            raise ValueError("give --edit IMAGES to show what the loaded vector does")
+            raise InputError("give --edit IMAGES to show what the loaded vector does")
         z = encode_images(vae, x).mean
         rows = [x, decode_latents(vae, z)] + [decode_latents(vae, z + a * vector) for a in alphas]
         save_grid(torch.cat(rows), out, nrow=len(x))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from vaegan.errors import InputError
 from vaegan.images import save_grid, save_image
 from vaegan.storage.prior import load_prior
 from vaegan.models.inference import reconstruct, sample, decode_latents, encode_images
@@ -50,9 +51,9 @@ def interpolate(model, image_a: torch.Tensor, image_b: torch.Tensor, steps: int 
     image_a, image_b: uint8 (3, R, R). The first and last images are the reconstructions of a and b.
     """
     if steps < 2:
-        raise ValueError(f"--steps must be at least 2 (the two endpoints), got {steps}")
+        raise InputError(f"--steps must be at least 2 (the two endpoints), got {steps}")
     if mode not in INTERPOLATIONS:
-        raise ValueError(f"--mode {mode!r} is not valid; choose one of {list(INTERPOLATIONS)}")
+        raise InputError(f"--mode {mode!r} is not valid; choose one of {list(INTERPOLATIONS)}")
     za, zb = encode_images(model, torch.stack([image_a, image_b])).mean
     path = (lerp if mode == "linear" else slerp)(za, zb, torch.linspace(0, 1, steps))
     path[0], path[-1] = za, zb  # exact endpoints whatever the rounding of the path
@@ -62,7 +63,7 @@ def interpolate(model, image_a: torch.Tensor, image_b: torch.Tensor, steps: int 
 def variations(model, image: torch.Tensor, n: int = 8, scale: float = 1.0, seed: int = 0) -> torch.Tensor:
     """Decodings of n posterior samples mean + scale * std * eps around one image: uint8 (n, 3, R, R)."""
     if n <= 0:
-        raise ValueError(f"--n must be positive, got {n}")
+        raise InputError(f"--n must be positive, got {n}")
     posterior = encode_images(model, image[None])
     gen = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, model.latent_dim, generator=gen)
@@ -75,9 +76,9 @@ def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int =
                     use_ema: bool = True, prior: str = "normal") -> list[Path]:
     """prior: "normal" (N(0, I)) or "gmm" (the mixture ``vaegan fit-prior`` fitted for this model)."""
     if n <= 0:
-        raise ValueError(f"--n must be positive, got {n}")
+        raise InputError(f"--n must be positive, got {n}")
     if prior not in ("normal", "gmm"):
-        raise ValueError(f"--prior must be normal or gmm, got {prior!r}")
+        raise InputError(f"--prior must be normal or gmm, got {prior!r}")
     model = load_pretrained(checkpoint, use_ema=use_ema).vae
     mixture = load_prior(checkpoint, model.latent_dim) if prior == "gmm" else None
     images = sample(model, n, seed, prior=mixture)

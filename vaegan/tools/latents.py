@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import torch
+from vaegan.errors import InputError, MissingFileError
 from vaegan.images import save_image
 from vaegan.models.inference import decode_latents, encode_images
 from vaegan.storage.pretrained import load_pretrained
@@ -34,11 +35,11 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, list[str], dict]:
     path = Path(path)
     tensors, metadata = read_safetensors(path, "a latents file written by 'vaegan encode'")
     if metadata.get("format") != LATENTS_FORMAT or "latents" not in tensors:
-        raise ValueError(f"{path} is not a latents file (expected format {LATENTS_FORMAT!r} with a 'latents' "
+        raise InputError(f"{path} is not a latents file (expected format {LATENTS_FORMAT!r} with a 'latents' "
                          f"tensor, as 'vaegan encode' writes; found tensors {sorted(tensors)})")
     latents, names = tensors["latents"], json.loads(metadata["names"])
     if latents.ndim != 2 or len(names) != len(latents):
-        raise ValueError(f"{path}: 'latents' has shape {tuple(latents.shape)} for {len(names)} names "
+        raise InputError(f"{path}: 'latents' has shape {tuple(latents.shape)} for {len(names)} names "
                          f"(expected (N, latent_dim) with one name per row)")
     return latents, names, metadata
 
@@ -87,7 +88,7 @@ def decode_to_files(latents_file: str | Path, checkpoint: str | Path, out: str |
     vae, cfg, _, _ = load_pretrained(checkpoint, device)
     latents, names, metadata = load_latents(latents_file)
     if latents.shape[1] != vae.latent_dim or int(metadata["resolution"]) != cfg.data.resolution:
-        raise ValueError(f"{latents_file} holds {latents.shape[1]}-d latents of {metadata['resolution']} px images, "
+        raise InputError(f"{latents_file} holds {latents.shape[1]}-d latents of {metadata['resolution']} px images, "
                          f"but {checkpoint} is a {vae.latent_dim}-d model at {cfg.data.resolution} px")
     images = decode_latents(vae, latents)
     out = Path(out)
@@ -103,6 +104,6 @@ def decode_to_files(latents_file: str | Path, checkpoint: str | Path, out: str |
         index = {name: i for i, name in enumerate(data.names)}
         missing = [n for n in names if n not in index]
         if missing:
-            raise FileNotFoundError(f"{originals} has no image {missing[0]!r} named in {latents_file}")
+            raise MissingFileError(f"{originals} has no image {missing[0]!r} named in {latents_file}")
         result.update(compute_recon_metrics(images, data.images[[index[n] for n in names]]))
     return result

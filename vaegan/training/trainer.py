@@ -16,18 +16,20 @@ import torch
 from accelerate import Accelerator
 
 from vaegan import data as _data
-from vaegan.config import Config, from_dict
+from vaegan.config import Config, ConfigError
 from vaegan.data.loader import GlobalBatchSampler, batches
 from vaegan.files import write_text_atomic
 from vaegan.images import save_grid, to_float
 from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
 from vaegan.models.layers import sync_batchnorm
+from vaegan.errors import VaeganError
 from vaegan.storage.checkpoint import load_checkpoint, save_checkpoint
+from vaegan.storage.configs import read_run_config
 from vaegan.training.ema import EMA, recalibrate_batchnorm
 from vaegan.training.update import LossScale, Update
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(VaeganError, RuntimeError):
     """Too many consecutive non-finite losses; the last good checkpoint is intact."""
 
 
@@ -51,6 +53,17 @@ class SharedNoise:
         self.generator.set_state(state)
 
 
+def build_networks(cfg: Config, device: torch.device, memory_format: torch.memory_format) -> dict[str, torch.nn.Module]:
+    """{"encoder", "decoder"[, "discriminator"]} for ``cfg``, on ``device`` in ``memory_format``."""
+    res = cfg.data.resolution
+    nets = {"encoder": build_encoder(cfg.model, res), "decoder": build_decoder(cfg.model, res)}
+    if cfg.model.kind == "vaegan":
+        nets["discriminator"] = build_discriminator(cfg.model, res)
+    if cfg.train.sync_batchnorm:
+        nets = {k: sync_batchnorm(v) for k, v in nets.items()}
+    return {k: v.to(device, memory_format=memory_format) for k, v in nets.items()}
+
+
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=cfg.alpha, eps=cfg.eps,
@@ -64,7 +77,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         t = cfg.train
         if t.precision == "fp16" and not torch.cuda.is_available():
-            raise ValueError("train.precision=fp16 needs a CUDA GPU (fp16 autocast does nothing on CPU); use bf16")
+            raise ConfigError("train.precision=fp16 needs a CUDA GPU (fp16 autocast does nothing on CPU); use bf16")
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         # Autocast and loss scaling are ours, not Accelerate's: its scaler updates after every
@@ -82,28 +95,20 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         micro = acc.num_processes * t.grad_accum_steps
         if t.batch_size % micro:
-            raise ValueError(f"train.batch_size={t.batch_size} must be divisible by processes x "
+            raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by processes x "
                              f"grad_accum_steps = {micro}")
         self.local_batch = t.batch_size // micro
 
         # Data: a deterministic global order, this rank's slice of every batch.
         self.dataset = _data.build_dataset(cfg.data)
-        res = cfg.data.resolution
 
-        # Networks, optimizers, EMA.
-        memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-        nets = {"encoder": build_encoder(cfg.model, res), "decoder": build_decoder(cfg.model, res)}
-        if cfg.model.kind == "vaegan":
-            nets["discriminator"] = build_discriminator(cfg.model, res)
-        if t.sync_batchnorm:
-            nets = {k: sync_batchnorm(v) for k, v in nets.items()}
-        nets = {k: v.to(self.device, memory_format=memory_format) for k, v in nets.items()}
-        lrs = {"encoder": cfg.optim.lr, "decoder": cfg.optim.lr, "discriminator": cfg.optim.lr_dis or cfg.optim.lr}
-        opts = {k: build_optimizer(v.parameters(), cfg.optim, lrs[k]) for k, v in nets.items()}
-        names = list(nets)
-        self.nets = dict(zip(names, acc.prepare(*[nets[k] for k in names])))
-        self.opts = opts  # stepped by the update itself: Accelerate's wrapper would skip steps while accumulating
-        self.memory_format = memory_format
+        # Networks (data-parallel wrapped), optimizers (stepped by the update itself: Accelerate's
+        # wrapper would skip steps while accumulating), EMA.
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+        nets = build_networks(cfg, self.device, self.memory_format)
+        self.opts = {k: build_optimizer(v.parameters(), cfg.optim, cfg.optim.lr_dis or cfg.optim.lr
+                                        if k == "discriminator" else cfg.optim.lr) for k, v in nets.items()}
+        self.nets = dict(zip(nets, acc.prepare(*nets.values())))
         self.ema = EMA({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, t.ema_decay) \
             if t.ema_decay > 0 else None
 
@@ -126,6 +131,7 @@ class Trainer:
         order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(t.seed))
         self.calibration_x = torch.stack([self.dataset[int(i)] for i in order[:256]]) if self.ema is not None else None
         self._ema_calibrated_at = -1
+        self._eval_reference: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ iteration
 
@@ -242,13 +248,14 @@ class Trainer:
 
         Runs on the main process (the models are identical on every rank); the others wait.
         """
-        from vaegan.evaluation.evaluate import load_reference, quick_metrics
+        from vaegan.metrics.quick import load_images, quick_metrics
 
         metrics: dict[str, float] = {}
         if self.accelerator.is_main_process:
             n = self.cfg.train.eval_num_images
-            if getattr(self, "_eval_reference", None) is None:
-                self._eval_reference = load_reference(self.cfg.data, n, self.cfg.data.resolution, split="val").images
+            if self._eval_reference is None:  # a fixed subset of the validation split, read once
+                self._eval_reference = load_images(_data.build_dataset(self.cfg.data, "val"), n,
+                                                   self.cfg.data.resolution)
             metrics = {f"eval/{k}": v for k, v in quick_metrics(self.inference_model(), self._eval_reference, n,
                                                                  seed=self.cfg.train.seed).items()}
         self.accelerator.wait_for_everyone()
@@ -262,24 +269,18 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> dict:
+        """Train to ``train.max_steps`` (from the resumed step), checkpointing on the way and at
+        the end. Returns {"step", "last" (the last step's logs), "grids", "nonfinite_total"}."""
         acc, t = self.accelerator, self.cfg.train
-        main = acc.is_main_process
-        if main:
+        if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
             _truncate_log(self.run_dir / "log.jsonl", self.step)
-        if t.tensorboard:
-            acc.init_trackers("tb")
-        log_file = open(self.run_dir / "log.jsonl", "a") if main else None
-        progress = None
-        if main and t.progress:
-            from tqdm.auto import tqdm
-            progress = tqdm(total=t.max_steps, initial=self.step, desc=self.run_dir.name, dynamic_ncols=True)
         for net in self.nets.values():
             net.train()
         stream = batches(self.dataset, self.sampler, self.cfg.data.num_workers)
         tick, images_seen, last = time.perf_counter(), 0, {}
-        try:
+        with RunLog(self) as log:
             while self.step < t.max_steps:
                 logs = self.train_step(next(stream))
                 images_seen += self.local_batch * acc.num_processes
@@ -289,43 +290,26 @@ class Trainer:
                 now = time.perf_counter()
                 logs["perf/img_per_s"] = images_seen / max(now - tick, 1e-9)
                 tick, images_seen, last = now, 0, logs
-                if main:
-                    log_file.write(json.dumps({"step": self.step, **logs}) + "\n")
-                if self.step % t.log_every_steps == 0 or self.step == t.max_steps:
-                    if main:
-                        log_file.flush()
-                    if t.tensorboard:
-                        acc.log(logs, step=self.step)
-                    if progress is not None:
-                        progress.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items()
-                                              if k.startswith("loss/")})
-                if progress is not None:
-                    progress.update(1)
-                if t.sample_every_steps and self.step % t.sample_every_steps == 0 and main:
-                    self.write_grids(f"step-{self.step:08d}")
-                if t.eval_every_steps and self.step % t.eval_every_steps == 0:
-                    metrics = self.evaluate()
-                    if main:
-                        log_file.write(json.dumps({"step": self.step, **metrics}) + "\n")
-                    if t.tensorboard:
-                        acc.log(metrics, step=self.step)
-                if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0 \
-                        and not self.nonfinite_in_a_row:  # never checkpoint inside a non-finite streak
-                    if main:
-                        log_file.flush()  # the log is complete up to every checkpoint
-                    self.save()
-        finally:
-            if progress is not None:
-                progress.close()
-            if log_file is not None:
-                log_file.close()
+                log.step(self.step, logs, flush=self.step % t.log_every_steps == 0 or self.step == t.max_steps)
+                self._periodic(log)
         if not (self.run_dir / "checkpoints" / f"step-{self.step:08d}").exists():
             self.save()
-        grids = self.write_grids("final") if main else {}
+        grids = self.write_grids("final") if acc.is_main_process else {}
         if t.tensorboard:
             acc.end_training()
         return {"step": self.step, "last": last, "grids": {k: str(v) for k, v in grids.items()},
                 "nonfinite_total": self.nonfinite_total}
+
+    def _periodic(self, log: "RunLog") -> None:
+        """Sample grids, evaluation and checkpoints when their step counts come round."""
+        t, step = self.cfg.train, self.step
+        if t.sample_every_steps and step % t.sample_every_steps == 0 and self.accelerator.is_main_process:
+            self.write_grids(f"step-{step:08d}")
+        if t.eval_every_steps and step % t.eval_every_steps == 0:
+            log.metrics(step, self.evaluate())
+        if t.checkpoint_every_steps and step % t.checkpoint_every_steps == 0 and not self.nonfinite_in_a_row:
+            log.flush()  # the log is complete up to every checkpoint; never checkpoint inside a non-finite streak
+            self.save()
 
     def _count_nonfinite(self, logs: dict[str, float]) -> None:
         if logs["train/skipped_nonfinite"]:
@@ -344,6 +328,55 @@ class Trainer:
             self.nonfinite_in_a_row = 0
 
 
+class RunLog:
+    """Where a run's numbers go: log.jsonl (every step), TensorBoard and the progress bar (every
+    ``train.log_every_steps``). Only the main process writes; the others hold no files."""
+
+    def __init__(self, trainer: Trainer):
+        acc, t = trainer.accelerator, trainer.cfg.train
+        self.accelerator, self.tensorboard = acc, t.tensorboard
+        main = acc.is_main_process
+        if t.tensorboard:
+            acc.init_trackers("tb")
+        self.file = open(trainer.run_dir / "log.jsonl", "a") if main else None
+        self.progress = None
+        if main and t.progress:
+            from tqdm.auto import tqdm
+            self.progress = tqdm(total=t.max_steps, initial=trainer.step, desc=trainer.run_dir.name,
+                                 dynamic_ncols=True)
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        if self.file is not None:
+            self.file.close()
+
+    def step(self, step: int, logs: dict[str, float], flush: bool) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, **logs}) + "\n")
+        if flush:
+            self.flush()
+            if self.tensorboard:
+                self.accelerator.log(logs, step=step)
+            if self.progress is not None:
+                self.progress.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items() if k.startswith("loss/")})
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def metrics(self, step: int, metrics: dict[str, float]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tensorboard:
+            self.accelerator.log(metrics, step=step)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """On resume, drop log lines from steps after the checkpoint (they will be redone)."""
     if not path.exists():
@@ -353,7 +386,5 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def config_from_run(run_dir: str | Path) -> Config:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"not a run folder: {run_dir} (expected {path})")
-    return from_dict(json.loads(path.read_text()))
+    """The run's full config: :func:`vaegan.storage.configs.read_run_config`, the one reader of saved configs."""
+    return read_run_config(run_dir)
