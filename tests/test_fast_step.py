@@ -37,34 +37,32 @@ def _unwrapped(tr: Trainer) -> dict[str, nn.Module]:
 
 
 def _fast_step(tr: Trainer):
-    """One toolkit iteration up to its optimizer step: (logs, grads, pre-step nets, x, eps, z_prior)."""
+    """One toolkit iteration up to its optimizer step: (Result, grads, pre-step nets, x)."""
     images = torch.stack([tr.dataset[i] for i in range(tr.local_batch)])
     before = copy.deepcopy(_unwrapped(tr))  # weights and batch-norm buffers before the step
     x = tr.prepare_batch(images)
     result = tr.update(x, tr.noise, tr.step, sync=False)  # backward passes only: the gradients stay
     grads = {k: [p.grad.detach().float().clone() for p in v.parameters()] for k, v in tr.nets.items()}
-    tr.augment_params = result.noise["augment"]  # for _reference
-    tr.paused = result.paused
-    return result.logs, grads, before, x, result.noise["eps"], result.noise["z_prior"]
+    return result, grads, before, x
 
 
-def _reference(tr: Trainer, nets: dict[str, nn.Module], x, eps, z_prior, adv_weight: float = 1.0,
+def _reference(tr: Trainer, nets: dict[str, nn.Module], x, noise: dict, adv_weight: float = 1.0,
                memory_format=torch.contiguous_format):
     nets = {k: copy.deepcopy(v).float().to(memory_format=memory_format) for k, v in nets.items()}
     kl_w = losses.kl_weight(tr.step, tr.cfg.loss.beta, tr.cfg.loss.kl_warmup_steps)
     lc = tr.cfg.loss
     r1_weight = lc.r1_gamma / 2 * lc.r1_every_steps if lc.r1_gamma > 0 and tr.step % lc.r1_every_steps == 0 else 0.0
     logs = reference_gradients(nets["encoder"], nets["decoder"], nets["discriminator"],
-                               x.float().contiguous(memory_format=memory_format), eps, z_prior, lc, kl_w,
-                               adv_weight, getattr(tr, "augment_params", None), r1_weight)
+                               x.float().contiguous(memory_format=memory_format), noise["eps"], noise["z_prior"],
+                               lc, kl_w, adv_weight, noise["augment"], r1_weight)
     return logs, {k: [p.grad for p in v.parameters()] for k, v in nets.items()}
 
 
-def _adversarial_grad_into_encoder(tr: Trainer, nets, x, eps, z_prior):
+def _adversarial_grad_into_encoder(tr: Trainer, nets, x, noise: dict):
     """What the encoder would get if the decoder's GAN loss leaked into it."""
     nets = copy.deepcopy(nets)
     posterior = nets["encoder"](x.float().contiguous())
-    fakes = [nets["decoder"](posterior.sample(eps)), nets["decoder"](z_prior)]
+    fakes = [nets["decoder"](posterior.sample(noise["eps"])), nets["decoder"](noise["z_prior"])]
     logits = torch.cat([nets["discriminator"](f)[0] for f in fakes])
     gan = losses.g_loss(logits, tr.cfg.loss.adversarial)
     return torch.autograd.grad(gan, list(nets["encoder"].parameters()))
@@ -91,14 +89,15 @@ def _assert_grads_close(before, grads, ref_grads, rtol):
 
 def test_fp32_step_equals_reference(tmp_path):
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false")
-    logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior)
+    result, grads, before, x = _fast_step(tr)
+    logs = result.logs
+    ref_logs, ref_grads = _reference(tr, before, x, result.noise)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
     _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
 
     # The comparison has teeth: an adversarial gradient leaking into the encoder would fail it.
-    leak = _adversarial_grad_into_encoder(tr, before, x, eps, z_prior)
+    leak = _adversarial_grad_into_encoder(tr, before, x, result.noise)
     leaked = [e + a for e, a in zip(ref_grads["encoder"], leak)]
     assert not _close(leaked, ref_grads["encoder"])
 
@@ -121,9 +120,10 @@ def test_step_equals_reference_across_settings(tmp_path, overrides):
     """Every adversarial loss and fake source, accumulation, the adaptive weight and the
     adversarial start: the chained gradients of each are the reference's."""
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", *overrides)
-    logs, grads, before, x, eps, z_prior = _fast_step(tr)
+    result, grads, before, x = _fast_step(tr)
+    logs = result.logs
     adv_weight = 0.0 if tr.cfg.loss.adv_start_step > tr.step else tr.cfg.loss.adv_weight
-    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior, adv_weight)
+    ref_logs, ref_grads = _reference(tr, before, x, result.noise, adv_weight)
     for key in (*LOSS_KEYS, "weight/adv"):
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
     if tr.cfg.loss.adaptive_weight:
@@ -138,10 +138,11 @@ def test_paused_discriminator_gets_no_gradient(tmp_path):
     is zero and its optimizer does not step; the decoder and encoder still get the reference's."""
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=false", "loss.equilibrium=true",
                   "loss.equilibrium_target=10.0", "loss.equilibrium_margin=0.1")
-    logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    assert float(logs["train/dis_updated"]) == 0.0 and tr.paused == ("discriminator",)
+    result, grads, before, x = _fast_step(tr)
+    logs = result.logs
+    assert float(logs["train/dis_updated"]) == 0.0 and result.paused == ("discriminator",)
     assert all(float(g.abs().max()) == 0.0 for g in grads["discriminator"])
-    _, ref_grads = _reference(tr, before, x, eps, z_prior)
+    _, ref_grads = _reference(tr, before, x, result.noise)
     ref_grads["discriminator"] = [torch.zeros_like(g) for g in ref_grads["discriminator"]]
     _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
 
@@ -153,12 +154,13 @@ def test_fp32_channels_last_step_matches_reference(tmp_path):
     in channels last; earlier faces gave up to 2e-2 in the discriminator's first layers, where the
     real and fake terms nearly cancel)."""
     tr = _trainer(tmp_path, "train.precision=fp32", "train.channels_last=true")
-    logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior, memory_format=torch.channels_last)
+    result, grads, before, x = _fast_step(tr)
+    logs = result.logs
+    ref_logs, ref_grads = _reference(tr, before, x, result.noise, memory_format=torch.channels_last)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=1e-5, atol=1e-6)
     _assert_grads_close(before, grads, ref_grads, rtol=1e-4)
-    _, contiguous_grads = _reference(tr, before, x, eps, z_prior)
+    _, contiguous_grads = _reference(tr, before, x, result.noise)
     for name in ("encoder", "decoder", "discriminator"):
         assert _cosine(grads[name], contiguous_grads[name]) > 0.99999, name
         assert all((g - e).abs().max() <= 0.1 * e.abs().max() for g, e in zip(grads[name], contiguous_grads[name])), name
@@ -175,10 +177,11 @@ def test_bf16_step_matches_fp32_reference(tmp_path):
     reference is. An adversarial gradient leaking into the encoder must fail the elementwise
     comparison that the toolkit's encoder gradient passes. Losses within 0.5%."""
     tr = _trainer(tmp_path, "train.precision=bf16", "train.channels_last=true")
-    logs, grads, before, x, eps, z_prior = _fast_step(tr)
-    ref_logs, ref_grads = _reference(tr, before, x, eps, z_prior)
+    result, grads, before, x = _fast_step(tr)
+    logs = result.logs
+    ref_logs, ref_grads = _reference(tr, before, x, result.noise)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, bf16_grads = _reference(tr, before, x, eps, z_prior, memory_format=torch.channels_last)
+        _, bf16_grads = _reference(tr, before, x, result.noise, memory_format=torch.channels_last)
     for key in LOSS_KEYS:
         torch.testing.assert_close(logs[key], ref_logs[key], rtol=5e-3, atol=1e-4)
     for name in ("encoder", "decoder", "discriminator"):
@@ -186,5 +189,5 @@ def test_bf16_step_matches_fp32_reference(tmp_path):
         assert 1 - _cosine(grads[name], bf16_grads[name]) <= 0.1 * natural, name
         assert 1 - _cosine(grads[name], ref_grads[name]) <= 3 * natural, name
     assert _close(grads["encoder"], bf16_grads["encoder"], rtol=1e-3)
-    leak = _adversarial_grad_into_encoder(tr, before, x, eps, z_prior)
+    leak = _adversarial_grad_into_encoder(tr, before, x, result.noise)
     assert not _close([g + a for g, a in zip(grads["encoder"], leak)], bf16_grads["encoder"], rtol=1e-3)

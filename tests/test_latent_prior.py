@@ -65,9 +65,9 @@ def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_pa
     # The mixture sits where the training codes are, which is not where N(0, I) puts its mass.
     from vaegan.data import build_dataset
     from vaegan.models.inference import encode_images
-    from vaegan.training.trainer import config_from_run
+    from vaegan.storage.configs import read_run_config
 
-    dataset = build_dataset(config_from_run(run).data, split="train")
+    dataset = build_dataset(read_run_config(run).data, split="train")
     codes = encode_images(vae, torch.stack([dataset[i] for i in range(400)])).mean.double()
     assert mixture.log_prob(codes).mean() > mixture.log_prob(torch.randn(400, vae.latent_dim)).mean()
     torch.testing.assert_close((mixture.weights[:, None] * mixture.means).sum(0), codes.mean(0), atol=1e-3, rtol=0)

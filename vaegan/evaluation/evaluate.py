@@ -274,8 +274,7 @@ def summarize_runs(run_dirs: list[str | Path], names: list[str] | None = None, *
                    file=None) -> Comparison:
     """Print one line per run (sharpness ratio, SWD finest level and average, reconstruction PSNR).
 
-    No Inception network: two 32 px runs with the default 256 images take about 25 s on 2 heavily
-    shared CPU cores.
+    No Inception network: the download-free metrics only, cheap enough for a quick look.
     Returns the ``Comparison`` (see ``compare_runs``); ``vaegan.evaluation.report.write_report`` can write it out.
     """
     file = file or sys.stdout

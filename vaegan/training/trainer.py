@@ -383,8 +383,3 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
-def config_from_run(run_dir: str | Path) -> Config:
-    """The run's full config: :func:`vaegan.storage.configs.read_run_config`, the one reader of saved configs."""
-    return read_run_config(run_dir)
