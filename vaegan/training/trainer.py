@@ -24,7 +24,6 @@ from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
 from vaegan.models.layers import sync_batchnorm
 from vaegan.errors import VaeganError
 from vaegan.storage.checkpoint import load_checkpoint, save_checkpoint
-from vaegan.storage.configs import read_run_config
 from vaegan.training.ema import EMA, recalibrate_batchnorm
 from vaegan.training.update import LossScale, Update
 
