@@ -56,7 +56,8 @@ class ImageFiles(Dataset):
             try:
                 return self.read(index)
             except (OSError, ValueError) as e:
-                raise InputError(f"{e}; set data.skip_bad_images=true to skip unreadable images") from None
+                raise InputError(f"{e}; to skip unreadable images add the override data.skip_bad_images=true "
+                                 f"(a resumed run accepts it too)") from None
         n = len(self.files)
         for k in range(n):
             j = (index + k) % n
@@ -87,7 +88,8 @@ class ImageFiles(Dataset):
 class ImageFolder(ImageFiles):
     """Every jpg/png/webp/bmp under ``root`` (recursive, sorted), centre-cropped to a square.
 
-    Grayscale, palette and RGBA images become RGB (transparent parts on white). Item ``i`` is
+    Grayscale (16-bit too, scaled to 8 bits), palette, CMYK and RGBA images become RGB
+    (transparent parts on white; ``vaegan.images.load_image``). Item ``i`` is
     uint8 (3, R, R) in [0, 255]; there are no attributes.
     """
 

@@ -8,11 +8,12 @@ during a save leaves the previous checkpoint as the latest one.
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
-from vaegan.errors import MissingFileError
+from vaegan.errors import InputError, MissingFileError
 from vaegan.files import write_text_atomic
-from vaegan.storage.state import load_state, save_state
+from vaegan.storage.state import inspect_state, load_state, save_state
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -30,8 +31,8 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep: int = 3) 
         shutil.rmtree(final)
     tmp.rename(final)
     write_text_atomic(root / "latest", final.name + "\n")
-    if keep > 0:
-        for old in list_checkpoints(run_dir)[:-keep]:
+    if keep > 0:  # checkpoints past this step (left by a run resumed from an older one) wait to be overwritten
+        for old in [p for p in list_checkpoints(run_dir) if p.name <= final.name][:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -44,20 +45,71 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / "state.json").is_file() and (p / "state.safetensors").is_file())
 
 
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """Every checkpoint folder of a run, complete or not, in the order loading tries them: the one
+    ``latest`` names first, then the others newest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = sorted((p for p in root.glob("step-*") if p.is_dir()), reverse=True)
+    latest = root / "latest"
+    try:
+        name = latest.read_text().strip() if latest.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    first = [p for p in found if p.name == name]
+    return first + [p for p in found if p.name != name]
+
+
+def check_checkpoint(folder: str | Path) -> dict:
+    """The skeleton of ``folder/state.json`` once the checkpoint is known to be intact: both files there,
+    the safetensors header complete, every tensor reference resolved, ``step`` a whole number >= 0 and
+    ``config`` and ``models`` objects. MissingFileError or InputError naming the file otherwise.
+    Reads no tensor."""
+    folder = Path(folder)
+    skeleton, _ = inspect_state(folder)
+    where = folder / "state.json"
+    step = skeleton.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InputError(f"checkpoint {where}: 'step' must be a whole number >= 0, got {step!r}")
+    for key in ("config", "models"):
+        if not isinstance(skeleton.get(key), dict):
+            raise InputError(f"checkpoint {where}: no '{key}' object (got {type(skeleton.get(key)).__name__})")
+    for key in ("models", "ema"):
+        section = skeleton.get(key, {})
+        bad = [key] if not isinstance(section, dict) or "__tensor__" in section else \
+            [f"{key}.{net}" for net, v in section.items() if not isinstance(v, dict) or "__tensor__" in v]
+        if bad:
+            raise InputError(f"checkpoint {where}: '{bad[0]}' is not an object of a network's tensors")
+    return skeleton
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder (-> its latest checkpoint) or a checkpoint folder -> checkpoint folder."""
+    """A run folder (-> its newest intact checkpoint) or a checkpoint folder -> checkpoint folder.
+
+    In a run folder the checkpoint ``latest`` names is tried first, then the others newest first;
+    a corrupt one (a file missing, truncated or unreadable, see :func:`check_checkpoint`) is passed
+    over with a warning naming it. A checkpoint folder named directly is returned as it is (loading
+    it reports what is wrong). MissingFileError when the run has no checkpoint at all; InputError
+    naming every corrupt one when none is intact.
+    """
     path = Path(path)
     if (path / "state.json").is_file():
         return path
-    root = checkpoint_dir(path)
-    latest = root / "latest"
-    if latest.is_file():
-        candidate = root / latest.read_text().strip()
-        if (candidate / "state.json").is_file():
-            return candidate
-    found = list_checkpoints(path)
-    if found:
-        return found[-1]
+    candidates = checkpoint_candidates(path)
+    problems = []
+    for folder in candidates:
+        try:
+            check_checkpoint(folder)
+        except (InputError, MissingFileError) as e:
+            problems.append(str(e))
+            continue
+        for problem in problems:
+            warnings.warn(f"{problem}; using the newest intact checkpoint, {folder}", stacklevel=2)
+        return folder
+    if problems:
+        raise InputError(f"no intact checkpoint in {path}: {'; '.join(problems)}. Delete the corrupt checkpoint "
+                         f"folders to restart the run from step 0 with: vaegan train --resume {path}")
     if not path.exists():
         raise MissingFileError(f"checkpoint or run folder not found: {path}")
     raise MissingFileError(
@@ -66,6 +118,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run folder holds any checkpoint folder (intact or not): without one, a resume
+    starts from step 0."""
+    return bool(checkpoint_candidates(run_dir))
+
+
 def load_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """``(folder, state)`` of the checkpoint :func:`resolve_checkpoint` picks; InputError naming the file
+    when it cannot be read."""
     folder = resolve_checkpoint(path)
+    check_checkpoint(folder)
     return folder, load_state(folder)

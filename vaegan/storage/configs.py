@@ -3,7 +3,8 @@
 Two readings:
 
 - :func:`read_run_config` (resume): a run's full config, every section strict, exactly as
-  training left it.
+  training left it: the config inside the checkpoint's ``state.json``, as sample and export read
+  it (``RUN/config.json`` is a readable copy, read only before the first checkpoint).
 - :func:`read_model_config` (inference): from a run/checkpoint config, an export config of
   format ``vaegan-export-v2`` or an old v1 export config (a whole training config, possibly
   with training keys this version no longer knows) it takes ``model`` and ``data`` strictly
@@ -25,7 +26,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from vaegan.config import Config, ConfigError, apply, from_dict, validate
+from vaegan.config import Config, ConfigError, apply, from_dict, parse_override, validate
 from vaegan.errors import InputError, MissingFileError
 
 EXPORT_FORMAT = "vaegan-export-v2"
@@ -50,8 +51,33 @@ def read_json(path: str | Path, expected: str) -> dict:
 
 
 def read_run_config(run_dir: str | Path) -> Config:
-    """The full config of a run folder (``RUN/config.json``), every key checked: what a resume continues."""
-    path = Path(run_dir) / RUN_CONFIG_FILE
+    """The full config a resume of ``run_dir`` continues, every key checked.
+
+    One source of truth: the config saved in the checkpoint's own ``state.json`` (the newest intact
+    checkpoint, see :func:`vaegan.storage.checkpoint.resolve_checkpoint`), the one that sample and
+    export read too; ``RUN/config.json`` is a readable copy of it. Only a run that stopped before its
+    first checkpoint is read from ``config.json`` (its resume restarts from step 0). The networks
+    the config describes are checked against the checkpoint's tensor shapes (from the safetensors
+    header, no tensor loaded) before anything is built.
+    """
+    from vaegan.storage.checkpoint import check_checkpoint, has_checkpoint, resolve_checkpoint
+    from vaegan.storage.pretrained import check_checkpoint_shapes
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise InputError(f"not a run folder: {run_dir} is a file")
+        raise MissingFileError(f"run folder not found: {run_dir}")
+    if has_checkpoint(run_dir):
+        folder = resolve_checkpoint(run_dir)
+        where = folder / "state.json"
+        try:
+            cfg = from_dict(check_checkpoint(folder)["config"])
+        except ConfigError as e:
+            raise _named(e, str(where)) from None
+        check_checkpoint_shapes(cfg, folder)
+        return cfg
+    path = run_dir / RUN_CONFIG_FILE
     if not path.is_file():
         raise MissingFileError(f"not a run folder: {run_dir} (expected {path})")
     values = read_json(path, "the config.json that 'vaegan train' writes into its run folder")
@@ -59,6 +85,25 @@ def read_run_config(run_dir: str | Path) -> Config:
         return from_dict(values)
     except ConfigError as e:
         raise _named(e, str(path)) from None
+
+
+RESUME_KEYS = ("data.skip_bad_images", "data.num_workers", "optim.lr", "optim.lr_dis", "optim.grad_clip")
+"""What a resume may change besides ``train.*``: keys that change neither the networks nor the data order."""
+
+
+def apply_resume_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """``section.key=value`` overrides on a resumed run's config: ``train.*`` and :data:`RESUME_KEYS` only
+    (ConfigError naming the key and listing what may change otherwise)."""
+    for text in overrides:
+        values = parse_override(text)
+        (section, body), = values.items()
+        key = f"{section}.{next(iter(body))}"
+        if section != "train" and key not in RESUME_KEYS:
+            raise ConfigError(f"override '{text}': {key} cannot change on --resume (it would change the networks "
+                              f"or the data order); a resume may change train.* and {', '.join(RESUME_KEYS)}")
+        apply(cfg, values, origin=f"override '{text}'")
+    validate(cfg)
+    return cfg
 
 
 def read_model_config(values: dict, where: str) -> Config:

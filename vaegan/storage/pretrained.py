@@ -26,6 +26,7 @@ from vaegan.errors import InputError
 from vaegan.files import read_safetensors
 from vaegan.models import VAE, Discriminator, build_discriminator, build_vae
 from vaegan.storage.configs import read_json, read_model_config, training_settings
+from vaegan.storage.hub import resolve_source
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 _WRAPPER_PARTS = ("module", "_orig_mod")  # added by DDP and torch.compile
@@ -60,21 +61,72 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], file: s
     what decided the expected layout (e.g. the config file).
     """
     state = strip_wrappers(state)
-    wanted = module.state_dict()
-    missing = [prefix + k for k in wanted if k not in state]
-    unexpected = [prefix + k for k in state if k not in wanted]
+    check_fit(_shapes(module.state_dict()), _shapes(state), file, prefix, expected_from)
+    module.load_state_dict(state)
+
+
+def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of a state dict, or of a ``{key: shape}`` mapping (as a safetensors header gives)."""
+    return {k: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v) if isinstance(v, (list, tuple)) else None
+            for k, v in strip_wrappers(state).items()}
+
+
+def check_fit(wanted: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], file: str, prefix: str,
+              expected_from: str) -> None:
+    """InputError naming the first tensor of ``found`` (keys and shapes in ``file``, under ``prefix``) that is
+    missing, unexpected or of another shape than ``wanted``."""
+    missing = [prefix + k for k in wanted if k not in found]
+    unexpected = [prefix + k for k in found if k not in wanted]
     if missing:
-        shape = tuple(wanted[missing[0][len(prefix):]].shape)
+        shape = wanted[missing[0][len(prefix):]]
         raise InputError(f"{file}: tensor '{missing[0]}' is missing (expected shape {shape} from {expected_from}; "
                          f"{len(missing)} missing in all: {_preview(missing)})")
     if unexpected:
         raise InputError(f"{file}: unexpected tensor '{unexpected[0]}' (not in the model that {expected_from} "
                          f"describes; {len(unexpected)} unexpected in all: {_preview(unexpected)})")
-    for k, v in wanted.items():
-        if state[k].shape != v.shape:
-            raise InputError(f"{file}: tensor '{prefix}{k}' has shape {tuple(state[k].shape)} but {expected_from} "
-                             f"needs {tuple(v.shape)}; the weights and the config do not belong together")
-    module.load_state_dict(state)
+    for k, shape in wanted.items():
+        if found[k] is None:
+            raise InputError(f"{file}: '{prefix}{k}' is not a tensor (expected shape {shape} from {expected_from})")
+        if found[k] != shape:
+            raise InputError(f"{file}: tensor '{prefix}{k}' has shape {found[k]} but {expected_from} "
+                             f"needs {shape}; the weights and the config do not belong together")
+
+
+def check_fits(cfg: Config, nets: dict, file: str, expected_from: str, names: tuple[str, ...],
+               group: str = "") -> None:
+    """Check the networks ``names`` of ``cfg`` against ``nets`` (``{net: (state or shapes, prefix)}``) before
+    any is built: the expected shapes come from modules built on the meta device, which allocates
+    nothing, so a config of absurd sizes fails here instead of allocating them. ``group`` is what the
+    file's keys start with before the network's name (e.g. ``models.``), for messages."""
+    with torch.device("meta"):
+        vae = build_vae(cfg.model, cfg.data.resolution)
+        modules = {"encoder": vae.encoder, "decoder": vae.decoder}
+        if "discriminator" in names:
+            modules["discriminator"] = build_discriminator(cfg.model, cfg.data.resolution)
+    for name in names:
+        if name not in nets:
+            raise InputError(f"{file}: has no '{group}{name}.*' tensors (expected the {name} that {expected_from} "
+                             f"describes)")
+        state, prefix = nets[name]
+        check_fit(_shapes(modules[name].state_dict()), _shapes(state), file, prefix, expected_from)
+
+
+def check_checkpoint_shapes(cfg: Config, folder: str | Path) -> None:
+    """Check a checkpoint's networks (``models.*`` in ``folder/state.safetensors``, shapes read from its
+    header) against the ones ``cfg`` builds, before anything is built (see :func:`check_fits`)."""
+    from vaegan.storage.state import inspect_state
+
+    folder = Path(folder)
+    _, shapes = inspect_state(folder)
+    groups: dict[str, dict] = {}
+    for key, shape in shapes.items():
+        top, _, rest = key.partition(".")
+        if top == "models":
+            net, _, name = rest.partition(".")
+            groups.setdefault(net, {})[name] = shape
+    names = ("encoder", "decoder") + (("discriminator",) if cfg.model.kind == "vaegan" else ())
+    check_fits(cfg, {net: (group, f"models.{net}.") for net, group in groups.items()},
+               str(folder / "state.safetensors"), f"the config saved in {folder / 'state.json'}", names, "models.")
 
 
 def _preview(keys: list[str], n: int = 3) -> str:
@@ -158,9 +210,12 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu", with_d
     weights came from and, where the source records them, the step, precision, batch size and
     images seen (step x batch size).
     """
-    path = Path(path)
+    path = Path(resolve_source(path))  # hf://OWNER/NAME[@REV]: its folder in the local Hub cache (vaegan.storage.hub)
     nets, cfg, info = _load_export(path) if is_export(path) else _load_checkpoint(path, use_ema)
     res = cfg.data.resolution
+    check_fits(cfg, nets, info["file"], info["expected_from"],  # before building: a config's sizes are checked
+               ("encoder", "decoder", *(["discriminator"] if with_discriminator is not False and "discriminator" in nets
+                                        else [])))
     vae = build_vae(cfg.model, res)
     for name in ("encoder", "decoder"):
         if name not in nets:
