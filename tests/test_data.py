@@ -449,3 +449,34 @@ def test_build_dataset_kinds_splits_and_flips(tiny_celeba):
     folder = build_dataset(DataConfig(dataset="folder", root=str(tiny_celeba), resolution=32))
     assert isinstance(folder, ImageFolder) and len(folder) == 6
     assert "faces (test): 5 procedural images, 32x32" in describe(test)
+
+
+# CelebA as torchvision's downloader leaves it: ROOT/celeba/{img_align_celeba/, list_eval_partition.txt, ...}.
+
+def test_celeba_torchvision_layout_reads_the_same_images(tiny_celeba):
+    root = tiny_celeba.parent  # what torchvision.datasets.CelebA(root=ROOT, download=True) was given
+    assert not (root / "img_align_celeba").exists() and (root / "celeba" / "img_align_celeba").is_dir()
+    for split in ("train", "val", "test", "all"):
+        via_root, direct = CelebA(root, split, resolution=32), CelebA(tiny_celeba, split, resolution=32)
+        assert via_root.root == tiny_celeba and via_root.names == direct.names
+        assert torch.equal(torch.stack(list(via_root)), torch.stack(list(direct)))
+    assert CelebA(root, "train", resolution=32).attr_names == ["Smiling", "Eyeglasses"]
+    cfg = DataConfig(dataset="celeba", root=str(root), resolution=32, split="test")
+    assert torch.equal(build_dataset(cfg)[0], CelebA(tiny_celeba, "test", resolution=32)[0])
+
+
+@needs_celeba
+def test_celeba_torchvision_layout_of_the_shared_subset(tmp_path):
+    """The shared subset's files, linked into ROOT/celeba/ as torchvision lays them out."""
+    (tmp_path / "celeba").mkdir()
+    for name in ("img_align_celeba", "list_eval_partition.txt", "list_attr_celeba.txt"):
+        (tmp_path / "celeba" / name).symlink_to(CELEBA / name)
+    ds = CelebA(tmp_path, "test", resolution=32)
+    assert ds.names == CelebA(CELEBA, "test", resolution=32).names and len(ds) > 0
+    assert torch.equal(ds[0], CelebA(CELEBA, "test", resolution=32)[0])
+
+
+def test_celeba_error_names_both_layouts(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"img_align_celeba.*celeba/img_align_celeba.*torchvision"):
+        CelebA(tmp_path / "empty", "train")

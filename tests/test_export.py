@@ -269,7 +269,8 @@ def test_failed_export_leaves_the_previous_one(exported, tmp_path, monkeypatch, 
 def test_cli_export_then_sample_from_it(trained_vaegan_run, tmp_path):
     out = tmp_path / "exp"
     assert main(["export", "--checkpoint", str(trained_vaegan_run), "--out", str(out), "--with-discriminator"]) == 0
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png",
+                                              "reconstructions.png"}
     assert any(k.startswith("discriminator.") for k in load_file(out / "model.safetensors"))
     assert main(["sample", "--checkpoint", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["sample", "--checkpoint", str(trained_vaegan_run), "--n", "4", "--out", str(tmp_path / "r.png")]) == 0
@@ -281,3 +282,166 @@ def test_cli_reports_a_corrupt_export(exported, tmp_path, capsys):
     (folder / "model.safetensors").write_bytes(b"hello")
     assert main(["sample", "--checkpoint", str(folder), "--n", "1", "--out", str(tmp_path / "s.png")]) == 2
     assert "bad/model.safetensors is not a readable safetensors file" in capsys.readouterr().err
+
+
+# The export folder as a Hub model repo: model card, grids, metrics, training record.
+
+def _card(folder: Path) -> tuple[dict, str]:
+    import yaml
+
+    text = (folder / "README.md").read_text()
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    return yaml.safe_load(front), body
+
+
+def test_export_folder_is_a_hub_model_repo_with_card_and_grids(trained_vaegan_run, exported):
+    from huggingface_hub import ModelCard
+    from PIL import Image
+
+    front, body = _card(exported)
+    assert front["library_name"] == "vaegan" and front["pipeline_tag"] == "unconditional-image-generation"
+    assert {"vae", "gan", "vae-gan", "image-generation"} <= set(front["tags"])
+    assert front["license"] == "other" and front["license_name"] == "set-a-license-before-publishing"
+    assert "datasets" not in front and "model-index" not in front  # built-in faces; the run was not evaluated
+    card = ModelCard((exported / "README.md").read_text())  # the Hub's own parser reads it
+    assert card.data.library_name == "vaegan" and card.data.license == "other"
+    # How it was trained: from the weights' record and the run's checkpoint config.
+    _, state = load_checkpoint(trained_vaegan_run)
+    train, loss = state["config"]["train"], state["config"]["loss"]
+    for row in (f"| training steps | {state['step']} |", f"| images seen (steps x batch size) | "
+                f"{state['step'] * train['batch_size']} |", f"| precision | {train['precision']} |",
+                f"| gamma (decoder's weight on rec) | {loss['gamma']} |", f"| adversarial loss | "
+                f"{loss['adversarial']}, weight {loss['adv_weight']} |", "| EMA decay | 0.9 |",
+                "| resolution | 32x32 |", "| weights | EMA of the training weights |"):
+        assert row in body, row
+    assert "Not evaluated" in body and "(and the discriminator)" in body
+    # The three-line loading example, the grids beside the card.
+    example = body.split("```python\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(example) == 3 and 'vaegan.load_pretrained("hf://OWNER/NAME")' in example[1]
+    assert "![prior samples](samples.png)" in body and "![reconstructions](reconstructions.png)" in body
+    with Image.open(exported / "samples.png") as im:
+        assert im.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 samples of 32 px, 8 per row, 2 px gaps
+    with Image.open(exported / "reconstructions.png") as im:
+        assert im.size == (8 * 34 + 2, 8 * 34 + 2)  # 32 test images beside their reconstructions
+
+
+def test_export_grids_are_the_models_samples_and_test_reconstructions(exported):
+    from vaegan.data.inputs import read_images
+    from vaegan.images import make_grid, pil_to_uint8
+    from vaegan.models.inference import reconstruct, sample
+    from PIL import Image
+
+    vae, cfg, _, _ = load_pretrained(exported)
+    with Image.open(exported / "samples.png") as im:
+        assert torch.equal(pil_to_uint8(im.convert("RGB")), make_grid(sample(vae, 64, seed=0), nrow=8))
+    test = read_images("split:test", cfg, limit=32).images
+    pairs = torch.stack([test, reconstruct(vae, test)], dim=1).flatten(0, 1)
+    with Image.open(exported / "reconstructions.png") as im:
+        assert torch.equal(pil_to_uint8(im.convert("RGB")), make_grid(pairs, nrow=8))
+
+
+def test_export_records_the_runs_loss_settings_and_keeps_them_when_re_exported(trained_vaegan_run, exported,
+                                                                               tmp_path):
+    _, state = load_checkpoint(trained_vaegan_run)
+    for folder in (exported, export_model(exported, tmp_path / "again")):
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            meta = f.metadata()
+        assert json.loads(meta["loss"]) == state["config"]["loss"]
+        assert json.loads(meta["optim"]) == state["config"]["optim"]
+        assert json.loads(meta["train"])["ema_decay"] == 0.9
+        assert f"| gamma (decoder's weight on rec) | {state['config']['loss']['gamma']} |" in _card(folder)[1]
+
+
+def _evaluated_run(trained_vaegan_run, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_vaegan_run, run)
+    return run
+
+
+def test_card_reports_fid_metrics_with_their_protocol(trained_vaegan_run, tmp_path):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    run = _evaluated_run(trained_vaegan_run, tmp_path)
+    assert main(["fid", "--checkpoint", str(run), "--num-samples", "16", "--batch-size", "16",
+                 "--extractor", "vaegan-random-conv", "--recon", "--out", str(run / "metrics.json")]) == 0
+    measured = json.loads((run / "metrics.json").read_text())
+    out = export_model(run, tmp_path / "export")
+    front, body = _card(out)
+    assert json.loads((out / "metrics.json").read_text()) == measured
+    assert "fid" in front["metrics"] and "kid" in front["metrics"]
+    name, results = model_index_to_eval_results(front["model-index"])
+    fids = {r.metric_name: r.metric_value for r in results if r.metric_type == "fid"}
+    assert fids["FID"] == pytest.approx(measured["samples"]["fid"], rel=1e-5)
+    assert fids["FID of reconstructions"] == pytest.approx(measured["recon"]["fid"], rel=1e-5)
+    assert f"| FID | samples | {measured['samples']['fid']:.2f} | lower |" in body
+    assert "Protocol: 16 prior samples (latents from seed 0); against 16 reference images" in body
+    assert "vaegan-random-conv features" in body and "Not evaluated" not in body
+
+
+def test_card_picks_its_run_from_a_comparison_and_refuses_one_about_other_models(trained_vaegan_run, tmp_path,
+                                                                                 capsys):
+    run = _evaluated_run(trained_vaegan_run, tmp_path)
+    (tmp_path / "untrained").mkdir()
+    other_model = _random_source(tmp_path / "untrained")  # another model to compare with
+    report = tmp_path / "report"
+    assert main(["summarize", "--runs", str(other_model), str(run), "--names", "other", "vaegan",
+                 "--num-images", "16", "--out", str(report)]) == 0
+    measured = json.loads((report / "metrics.json").read_text())["runs"]["vaegan"]["metrics"]
+    assert measured["psnr"] != json.loads((report / "metrics.json").read_text())["runs"]["other"]["metrics"]["psnr"]
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "export"),
+                 "--metrics", str(report / "metrics.json")]) == 0
+    front, body = _card(tmp_path / "export")
+    values = {m["name"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
+    assert values["reconstruction PSNR (dB)"] == pytest.approx(measured["psnr"], rel=1e-5)
+    assert values["SWD ×10³ (average over levels)"] == pytest.approx(measured["SWDx1e3_avg"], rel=1e-5)
+    assert "fid" not in front["metrics"]  # summarize computes no FID
+    # A comparison that does not hold this model: an error when named, left out when only found.
+    other = tmp_path / "other"
+    assert main(["summarize", "--runs", str(other_model), str(other_model), "--names", "a", "b",
+                 "--num-images", "16", "--out", str(other)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "x"),
+                 "--metrics", str(other / "metrics.json")]) == 2
+    assert "none of them" in capsys.readouterr().err
+    (run / "metrics.json").write_text((other / "metrics.json").read_text())
+    front, body = _card(export_model(run, tmp_path / "y"))
+    assert "model-index" not in front and "Not evaluated" in body and not (tmp_path / "y" / "metrics.json").exists()
+
+
+def _random_source(folder: Path, *overrides: str) -> Path:
+    """An export folder of an untrained tiny model."""
+    from vaegan.models import build_vae
+    from vaegan.storage.configs import export_config
+    from vaegan.storage.export import export_state
+    from conftest import tiny_config
+
+    cfg = tiny_config(*overrides)
+    save_file(export_state(build_vae(cfg.model, cfg.data.resolution)), folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(export_config(cfg)))
+    return folder
+
+
+def test_celeba_card_names_the_dataset_and_skips_the_grid_it_cannot_make(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (178, 218), (40 * i, 90, 160)).save(root / "img_align_celeba" / f"00000{i + 1}.jpg")
+    (root / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 1\n000003.jpg 2\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    out = export_model(_random_source(src, "data.dataset=celeba", f"data.root={root}"), tmp_path / "export")
+    front, body = _card(out)
+    assert front["datasets"] == ["celeba"] and "non-commercial research purposes only" in body
+    assert (out / "reconstructions.png").is_file() and "held-out images (the test split) of CelebA" in body
+    # Exported where CelebA is not: no reconstruction grid (also none left from before), and the card says why.
+    root.rename(tmp_path / "elsewhere")
+    out = export_model(src, tmp_path / "export")
+    front, body = _card(out)
+    assert not (out / "reconstructions.png").exists() and "![reconstructions]" not in body
+    assert "No reconstruction grid: the model's dataset could not be read when this folder was exported " \
+           "(CelebA root not found" in body
+    assert (out / "samples.png").is_file() and front["datasets"] == ["celeba"]

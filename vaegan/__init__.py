@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _API = {
     # Models in and out.
     "load_pretrained": "storage.pretrained", "Pretrained": "storage.pretrained", "export_model": "storage.export",
+    "push_export": "storage.hub",
     # Generation and morphing.
     "sample": "models.inference", "reconstruct": "models.inference",
     "interpolate": "tools.generate", "variations": "tools.generate", "slerp": "tools.generate", "lerp": "tools.generate",

@@ -7,7 +7,9 @@
       identity_CelebA.txt       optional: "000001.jpg 2880" per image
 
 Works on full CelebA and on subsets of it (where the attribute file may cover only some images),
-which torchvision's reader rejects.
+which torchvision's reader rejects. ``root`` may also be the folder that
+``torchvision.datasets.CelebA(root=ROOT, download=True)`` fills: it puts the same files in
+``ROOT/celeba/`` (see :func:`celeba_folder`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,15 @@ SPLITS = {"train": 0, "val": 1, "test": 2, "all": None}
 WIDTH, HEIGHT = 178, 218  # every aligned-and-cropped CelebA image
 _HINT = ("download CelebA from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and point "
          "data.root at the folder holding img_align_celeba/")
+
+
+def celeba_folder(root: str | Path) -> Path:
+    """The folder holding ``img_align_celeba/``: ``root`` itself (the official layout) or, as
+    torchvision's downloader leaves it, ``root/celeba``."""
+    root = Path(root)
+    if not (root / "img_align_celeba").is_dir() and (root / "celeba" / "img_align_celeba").is_dir():
+        return root / "celeba"
+    return root
 
 
 def _lines(path: Path):
@@ -108,16 +119,19 @@ class CelebA(ImageFiles):
         super().__init__(resolution, hflip, skip_bad_images)
         if split not in SPLITS:
             raise InputError(f"CelebA split {split!r} is not valid; choose one of {list(SPLITS)}")
-        self.root, self.split = Path(root), split
+        self.root, self.split = celeba_folder(root), split
         self.crop, self.crop_top, self.crop_left = crop, crop_top, crop_left
         self.crop_box(WIDTH, HEIGHT)  # fail early on a crop that cannot fit
         images = self.root / "img_align_celeba"
         if not self.root.is_dir():
             raise MissingFileError(f"CelebA root not found: {self.root} (expected a folder holding "
-                                    f"img_align_celeba/ and list_eval_partition.txt; {_HINT})")
+                                    f"img_align_celeba/ and list_eval_partition.txt, or celeba/ holding them as "
+                                    f"torchvision's downloader leaves them; {_HINT})")
         if not images.is_dir():
             raise MissingFileError(f"CelebA image folder not found: {images} "
-                                    f"(expected the official img_align_celeba/ of JPEGs; {_HINT})")
+                                    f"(expected the official img_align_celeba/ of JPEGs, or "
+                                    f"{self.root / 'celeba' / 'img_align_celeba'} as torchvision's downloader "
+                                    f"leaves it; {_HINT})")
 
         # Keep the split's images; every one must exist.
         path = self.root / "list_eval_partition.txt"

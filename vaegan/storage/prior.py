@@ -5,14 +5,16 @@ from pathlib import Path
 
 from vaegan.errors import InputError, MissingFileError
 from vaegan.models.gmm import GaussianMixture
+from vaegan.storage.hub import resolve_source
 
 PRIOR_FILE = "latent_prior.safetensors"
 
 
 def prior_path(source: str | Path) -> Path:
     """Where a model's fitted prior lives: in an export folder, or in the run folder of a run or
-    checkpoint folder (``RUN/checkpoints/step-N`` -> ``RUN``)."""
-    source = Path(source)
+    checkpoint folder (``RUN/checkpoints/step-N`` -> ``RUN``); for ``hf://OWNER/NAME``, in its local Hub
+    cache folder."""
+    source = Path(resolve_source(source))
     if source.is_file():
         source = source.parent
     if source.parent.name == "checkpoints":
