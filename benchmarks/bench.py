@@ -36,6 +36,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from benchmarks.contention import measure_contention, report_lines  # noqa: E402
 from benchmarks.reference_step import reference_step  # noqa: E402
 from vaegan.config import load_config  # noqa: E402
 from vaegan.data import CachedImages, CelebA, Faces, prepare  # noqa: E402
@@ -43,7 +44,7 @@ from vaegan.images import to_float  # noqa: E402
 from vaegan.training.trainer import Trainer  # noqa: E402
 
 CELEBA_ROOT = ROOT.parent / "shared" / "data" / "celeba-subset"
-SECTIONS = ("ceiling", "training", "sampling", "fid", "data")
+SECTIONS = ("ceiling", "training", "sampling", "fid", "data", "contention")
 TARGETS = {"step_vs_reference": 3.0, "flops_fraction": 0.40, "cache_vs_step": 10.0}
 
 
@@ -212,6 +213,7 @@ def make_trainer(s: Settings, v: Variant, run_dir: Path) -> Trainer:
         f"data.num_images={max(64, s.batch_size)}", f"train.batch_size={s.batch_size}",
         f"train.precision={v.precision}", f"train.channels_last={str(v.channels_last).lower()}",
         "train.tensorboard=false", "train.progress=false",
+        f"train.threads={torch.get_num_threads()}",  # the bench's count, not the policy's (see the contention section)
     ])
     trainer = Trainer(cfg, run_dir)
     for net in trainer.nets.values():
@@ -503,6 +505,8 @@ def report(results: dict) -> str:
         lines += ["", "Data loading (one process) vs the fastest training step's consumption"]
         for r in results["data"]:
             lines.append(f"  {r['name']:<44} {_fmt(r['img_per_s']):>11} img/s  {_fmt(r.get('vs_training'), 'x', 1):>9}")
+    if "contention" in results:
+        lines += report_lines(results["contention"])
     summary = results.get("summary", {})
     if summary:
         lines += ["", "Targets (x ref: against the reference at the same thread count; FLOP/s against the best "
@@ -587,6 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["fid"] = measure_fid_features(s)
     if "data" in sections:
         results["data"] = measure_data(s, args.celeba_root)
+    if "contention" in sections and device == "cpu":
+        results["contention"] = measure_contention(s, image_batch(s))
     results["summary"] = summarize(results)
     print(report(results))
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from vaegan.config import Config, load_config
 
@@ -14,6 +15,9 @@ TINY = [
     "model.latent_dim=32", "model.width=0.25", "model.enc_fc=128", "model.dis_fc=64",
     "train.batch_size=32", "train.tensorboard=false", "train.progress=false",
     "train.sample_every_steps=0", "train.checkpoint_every_steps=0", "train.log_every_steps=10",
+    # A fixed thread count (torch's, i.e. OMP_NUM_THREADS or the cores): tests compare runs bit for
+    # bit, and train.threads=auto may change the count (and float summation order) under load.
+    f"train.threads={torch.get_num_threads()}",
 ]
 
 

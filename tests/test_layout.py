@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "vaegan"
 LAYERS = [
     {"errors"},
-    {"config", "files"},
+    {"config", "files", "threads"},
     {"images"},
     {"models", "data", "metrics"},
     {"storage"},
