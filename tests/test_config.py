@@ -118,3 +118,34 @@ def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
     monkeypatch.setattr("vaegan.tools.generate.sample_to_files", bug)
     with pytest.raises(KeyError, match="a bug"):
         main(["sample", "--checkpoint", "anything", "--out", "s.png"])
+
+
+@pytest.mark.parametrize("override, rule", [
+    ("optim.lr=.inf", "a finite number"), ("loss.beta=.nan", "a finite number"), ("model.logvar_max=.inf", "a finite number"),
+    ("optim.grad_clip=-.inf", "a finite number"), ("loss.gamma=-0.1", ">= 0"), ("optim.eps=0", "> 0"),
+    ("optim.lr_dis=-1e-4", ">= 0"), ("optim.beta1=1", r"in \[0, 1\)"), ("optim.alpha=-0.1", r"in \[0, 1\)"),
+    ("train.checkpoint_every_steps=-1", ">= 0"), ("train.keep_checkpoints=-1", ">= 0"),
+    ("train.sample_every_steps=-5", ">= 0"), ("train.eval_every_steps=-1", ">= 0"),
+    ("train.log_every_steps=0", "> 0"), ("train.max_nonfinite_steps=0", "> 0"), ("train.eval_num_images=0", "> 0"),
+    ("train.seed=-1", ">= 0"), ("data.seed=-3", ">= 0"), ("data.num_images=0", "> 0"), ("data.crop=-1", ">= 0"),
+    ("data.crop_top=-2", ">= -1"), ("model.enc_fc=0", "> 0"), ("loss.kl_warmup_steps=-1", ">= 0"),
+    ("loss.adaptive_weight_max=0", "> 0"),
+])
+def test_numbers_out_of_range_name_the_key(override, rule):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"'{key}': must be {rule}"):
+        load_config(None, [override])
+
+
+def test_zero_means_off_where_documented():
+    cfg = load_config(None, ["train.checkpoint_every_steps=0", "train.keep_checkpoints=0", "train.sample_every_steps=0",
+                             "data.crop_top=-1", "loss.beta=0", "optim.lr_dis=0"])
+    assert cfg.train.keep_checkpoints == 0 and cfg.data.crop_top == -1
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing but a comment\n", "{}\n", "null\n"])
+def test_empty_config_file_is_refused(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"{path} holds no settings"):
+        load_config(path)

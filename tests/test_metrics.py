@@ -3,6 +3,7 @@
 No Inception weights are needed: FID/KID/PR run through the production code path with a tiny
 random-conv extractor registered in torch-fidelity's registry.
 """
+import hashlib
 import math
 import os
 import subprocess
@@ -20,6 +21,7 @@ from PIL import Image
 import vaegan.metrics as M
 import vaegan.metrics.features
 import vaegan.metrics.fid
+from vaegan.errors import InputError
 from vaegan.images import save_image
 from vaegan.metrics import swd as swd_mod
 
@@ -233,9 +235,22 @@ def test_bad_weights_path(empty_torch_home, tmp_path):
         M.make_extractor(inception_weights=tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(M.MissingWeightsError, match="cannot load") as info:
+    with pytest.raises(vaegan.metrics.features.InceptionWeightsMismatch) as info:
         M.make_extractor(inception_weights=junk)
-    assert_helpful(info.value, empty_torch_home)
+    message, features = str(info.value), vaegan.metrics.features
+    assert "\n" not in message and str(junk) in message and M.INCEPTION_URL in message
+    assert hashlib.sha256(b"not a checkpoint").hexdigest() in message
+    assert features.INCEPTION_SHA256 in message and features.INCEPTION_SHA256.startswith("6726825d")
+    assert "--inception-weights" in message and str(features.inception_cache_path()) in message
+    assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+
+
+def test_torch_fidelity_extractors_that_load_unverified_weights_are_refused():
+    for name in ("vgg16", "clip-vit-b-32", "dinov2-vit-s-14"):
+        with pytest.raises(InputError, match=f"'{name}' is not allowed"):
+            M.make_extractor(name)
+    with pytest.raises(InputError, match="unknown feature extractor 'nope'"):
+        M.make_extractor("nope")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ class DataConfig:
     hflip: bool = False  # random horizontal flips while training
     skip_bad_images: bool = False  # skip and count unreadable images instead of failing
     cache: str = ""  # path of a prepared uint8 cache (vaegan prepare); used when it exists
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # DataLoader workers: auto (0 for a prepared cache or a small CPU) or a number
 
 
 @dataclass
@@ -107,7 +108,9 @@ class TrainConfig:
     max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
     eval_every_steps: int = 0  # 0: no periodic evaluation
     eval_num_images: int = 1000
-    tensorboard: bool = True
+    threads: int | str = "auto"  # CPU intra-op threads: auto (usable CPUs, re-tuned under load) or a number
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # experiment trackers: see TRACKERS
+    tensorboard: bool = True  # false: leave tensorboard out of train.trackers (the older switch, still honoured)
     progress: bool = True
 
 
@@ -142,8 +145,43 @@ CHOICES = {
 }
 
 
+# train.trackers: Accelerate's tracker integrations (each needs its own package, e.g. pip install mlflow).
+TRACKERS = ("tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
+
+
+def _trackers(value: Any) -> list[str]:
+    """``train.trackers``: a list of names or a comma list (``""`` or ``none``: no tracker)."""
+    if isinstance(value, str):
+        value = [] if value.strip().lower() in ("", "none") else value.split(",")
+    if value is None:
+        value = []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key 'train.trackers': expected a list of names, e.g. [tensorboard, mlflow], "
+                          f"got {value!r}")
+    names = list(dict.fromkeys(v.strip() for v in value if v.strip()))
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"config key 'train.trackers': unknown tracker {unknown[0]!r}; choose from {list(TRACKERS)}")
+    return names
+
+
+def active_trackers(train: TrainConfig) -> list[str]:
+    """The trackers a run logs to: ``train.trackers``, less tensorboard when ``train.tensorboard`` is false."""
+    return [name for name in train.trackers if train.tensorboard or name != "tensorboard"]
+
+
+AUTO_OR_COUNT = ("data.num_workers", "train.threads")  # "auto" or a whole number (>= 0 workers, >= 1 threads)
+
+
 def _coerce(key: str, value: Any, typ: Any) -> Any:
     """Check ``value`` against the field type, allowing int -> float."""
+    if key == "train.trackers":
+        return _trackers(value)
+    if key in AUTO_OR_COUNT:
+        low = 1 if key == "train.threads" else 0
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            return value
+        raise ConfigError(f"config key '{key}': expected \"auto\" or a whole number >= {low}, got {value!r}")
     typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ, typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -193,34 +231,50 @@ def apply(cfg: Config, values: dict, origin: str = "config") -> Config:
     return cfg
 
 
+# Numeric bounds that a key's type cannot express. Every float key must also be finite (no .inf, .nan).
+POSITIVE = (  # > 0
+    "data.num_images", "model.latent_dim", "model.width", "model.enc_fc", "model.dis_fc",
+    "loss.adaptive_weight_max", "loss.r1_every_steps", "optim.lr", "optim.eps",
+    "train.batch_size", "train.max_steps", "train.grad_accum_steps", "train.log_every_steps",
+    "train.max_nonfinite_steps", "train.eval_num_images",
+)
+NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_checkpoints it keeps all
+    "data.crop", "data.seed", "model.dis_width",
+    "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.adv_start_step",
+    "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
+    "optim.lr_dis", "optim.weight_decay", "optim.grad_clip",
+    "train.seed", "train.sample_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
+    "train.eval_every_steps",
+)
+AT_LEAST_MINUS_ONE = ("data.crop_top", "data.crop_left")  # -1: centred
+UNIT_INTERVAL = ("optim.alpha", "optim.beta1", "optim.beta2", "train.ema_decay")  # [0, 1)
+
+
+def _value(cfg: Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a single key's type cannot express."""
-    positive = {
-        "train.batch_size": cfg.train.batch_size,
-        "train.max_steps": cfg.train.max_steps,
-        "train.grad_accum_steps": cfg.train.grad_accum_steps,
-        "model.latent_dim": cfg.model.latent_dim,
-        "model.width": cfg.model.width,
-        "optim.lr": cfg.optim.lr,
-    }
-    for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"config key '{key}': must be > 0, got {value!r}")
-    if not 0.0 <= cfg.train.ema_decay < 1.0:
-        raise ConfigError(f"config key 'train.ema_decay': must be in [0, 1), got {cfg.train.ema_decay}")
+    """Checks that a single key's type cannot express: finite floats, numeric bounds, cross-field rules."""
+    for section in dataclasses.fields(cfg):
+        for name, typ in _section_fields(getattr(cfg, section.name)).items():
+            value = getattr(getattr(cfg, section.name), name)
+            if typ is float and isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"config key '{section.name}.{name}': must be a finite number, got {value!r}")
+    for keys, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
+                           (AT_LEAST_MINUS_ONE, lambda v: v >= -1, ">= -1"),
+                           (UNIT_INTERVAL, lambda v: 0 <= v < 1, "in [0, 1)")):
+        for key in keys:
+            value = _value(cfg, key)
+            if not ok(value):
+                raise ConfigError(f"config key '{key}': must be {rule}, got {value!r}")
     if cfg.model.logvar_min >= cfg.model.logvar_max:
         raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
-    for key in ("loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "model.dis_width"):
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if not value >= 0:  # also refuses nan
-            raise ConfigError(f"config key '{key}': must be >= 0, got {value!r}")
     bad_aug = set(filter(None, cfg.loss.dis_augment.split(","))) - {"color", "translation", "cutout"}
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
                           f"give a comma list of color, translation, cutout")
-    if cfg.loss.r1_every_steps < 1:
-        raise ConfigError(f"config key 'loss.r1_every_steps': must be >= 1, got {cfg.loss.r1_every_steps}")
     if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
         raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:
@@ -257,7 +311,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     """Defaults, then the YAML file, then each ``section.key=value`` override in order."""
     cfg = Config()
     if path is not None:
-        apply(cfg, load_yaml(path), origin=str(path))
+        values = load_yaml(path)
+        if not values:  # an empty file (or only comments) would silently train every default
+            raise ConfigError(f"config file {path} holds no settings (it is empty or only comments); put the "
+                              f"sections to change in it (see configs/), e.g. 'train: {{max_steps: 1000}}'")
+        apply(cfg, values, origin=str(path))
         if not cfg.train.run_name:
             cfg.train.run_name = Path(path).stem
     for text in overrides:

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from vaegan.errors import VaeganError
+from vaegan.threads import apply_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _command_groups():
         register(sub)
+    for command in sub.choices.values():
+        command.add_argument("--threads", type=_thread_count, default="auto",
+                             help="CPU threads: auto (the CPUs this process may use; see README) or a number "
+                                  "(for train: the same as train.threads=N)")
     return parser
+
+
+def _thread_count(text: str) -> int | str:
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text if text == "auto" else int(text)
+    raise argparse.ArgumentTypeError(f"expected auto or a whole number >= 1, got {text!r}")
 
 
 def _command_groups():
@@ -32,6 +43,10 @@ def _command_groups():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "train":  # train applies train.threads (which --threads sets) itself, with the tuner
+        line = apply_threads(args.threads)
+        if args.threads != "auto":
+            print(line, file=sys.stderr)
     try:
         return args.func(args)
     except VaeganError as e:

@@ -19,7 +19,10 @@ def _protocol(args: argparse.Namespace):
 def cmd_fid(args: argparse.Namespace) -> int:
     from vaegan.evaluation.evaluate import fid
     from vaegan.files import write_text_atomic
+    from vaegan.images import check_output_file
 
+    if args.out:
+        check_output_file(args.out)
     result = fid(args.checkpoint, _protocol(args), recon=args.recon, ref=args.ref, ref_celeba=args.ref_celeba,
                  ref_split=args.ref_split, extractor=args.extractor, inception_weights=args.inception_weights)
     p = result["protocol"]
@@ -38,7 +41,9 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from vaegan.evaluation.evaluate import compare_runs
+    from vaegan.images import check_output_folder
 
+    check_output_folder(args.out)
     comparison = compare_runs(args.runs, args.names, _protocol(args), ref=args.ref, ref_celeba=args.ref_celeba,
                               ref_split=args.ref_split, extractor=args.extractor,
                               inception_weights=args.inception_weights, with_features=not args.no_fid)
@@ -48,7 +53,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from vaegan.evaluation.evaluate import summarize_runs
+    from vaegan.images import check_output_folder
 
+    if args.out:
+        check_output_folder(args.out)
     comparison = summarize_runs(args.runs, args.names, num_images=args.num_images, seed=args.seed, device=args.device,
                                 ref=args.ref, ref_celeba=args.ref_celeba, ref_split=args.ref_split)
     if args.out:
@@ -64,7 +72,8 @@ def _write_report(comparison, out: str) -> None:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN", help="run, checkpoint or export folders")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
+                   help="run, checkpoint or export folders, or hf://OWNER/NAME[@REVISION]")
     p.add_argument("--names", nargs="+", metavar="NAME", help="one column name per run (default: folder names)")
 
 
@@ -89,10 +98,11 @@ def _add_evaluation_arguments(p: argparse.ArgumentParser, num_samples: int) -> N
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     _add_reference_arguments(p)
     p.add_argument("--inception-weights", metavar="PATH",
-                   help="local weights-inception-2015-12-05-6726825d.pth (default: torch hub's cache, else download)")
+                   help="local weights-inception-2015-12-05-6726825d.pth (default: torch hub's cache, else download); "
+                        "its SHA-256 is checked before it is loaded")
     p.add_argument("--extractor", metavar="NAME", default=None,
-                   help="torch-fidelity feature extractor (default: inception-v3-compat); "
-                        "'vaegan-random-conv' is a weights-free test network whose FID compares with nothing")
+                   help="feature network (default: inception-v3-compat); 'vaegan-random-conv' is a weights-free "
+                        "test network whose FID compares with nothing")
 
 
 def register(sub) -> None:
@@ -101,7 +111,8 @@ def register(sub) -> None:
                        description="FID/KID/precision-recall (Inception-v3 features via torch-fidelity) of "
                                    "prior samples, and optionally reconstructions, against a reference: by "
                                    "default the test split of the run's own dataset.")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="run folder, checkpoint folder, export folder or hf://OWNER/NAME[@REVISION]")
     p.add_argument("--recon", action="store_true", help="also score reconstructions of the reference images")
     p.add_argument("--out", metavar="FILE", help="write the metrics as JSON here")
     _add_sampling_arguments(p)

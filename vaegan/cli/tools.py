@@ -1,4 +1,4 @@
-"""Subcommands that use a trained model: sample, fit-prior, export, reconstruct, interpolate,
+"""Subcommands that use a trained model: sample, fit-prior, export, push, reconstruct, interpolate,
 variations, encode, decode, anomaly, attribute. Each parses its arguments and calls one function."""
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ from pathlib import Path
 
 from vaegan.errors import InputError
 
-CHECKPOINT_HELP = "run folder, checkpoint folder or export folder"
+CHECKPOINT_HELP = "run folder, checkpoint folder, export folder, or hf://OWNER/NAME[@REVISION] (a Hub model)"
 IMAGES_HELP = "an image file, a folder of images, or split:NAME (a split of the model's dataset, e.g. split:val)"
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from vaegan.tools.generate import sample_to_files
 
-    paths = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
-                            use_ema=not args.no_ema, prior=args.prior)
-    print(f"wrote {len(paths)} file(s): {paths[0] if len(paths) == 1 else Path(args.out)}")
+    written = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
+                              use_ema=not args.no_ema, prior=args.prior)
+    if args.individual:
+        _report_folder(written, args.out, "samples")
+    else:
+        print(f"wrote {written.paths[0]}")
     return 0
 
 
@@ -35,16 +38,35 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from vaegan.storage.export import export_model
 
-    out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, use_ema=not args.no_ema)
-    print(f"exported {args.checkpoint} to {out} (model.safetensors, config.json)")
+    out = export_model(args.checkpoint, args.out, with_discriminator=args.with_discriminator, use_ema=not args.no_ema,
+                       onnx=args.onnx, metrics=args.metrics)
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    print(f"exported {args.checkpoint} to {out} ({', '.join(files)})")
+    print(f"publish it with: vaegan push --export {out} --repo OWNER/NAME")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from vaegan.storage.hub import push_export
+
+    url = push_export(args.export, args.repo, private=args.private, revision=args.revision,
+                      commit_message=args.message)
+    source = f"hf://{args.repo}" + (f"@{args.revision}" if args.revision else "")
+    print(f"pushed {args.export} to {args.repo}" + (f" (revision {args.revision})" if args.revision else "")
+          + f": {url}")
+    print(f'load it with: vaegan.load_pretrained("{source}"), or --checkpoint {source} on any command')
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from vaegan.images import IMAGE_EXTENSIONS
     from vaegan.tools.generate import reconstruct_to_files
 
-    paths = reconstruct_to_files(args.checkpoint, args.images, args.out, limit=args.limit)
-    print(f"wrote {paths[0] if len(paths) == 1 else f'{len(paths)} reconstructions to {args.out}'}")
+    written = reconstruct_to_files(args.checkpoint, args.images, args.out, limit=args.limit)
+    if Path(args.out).suffix.lower() in IMAGE_EXTENSIONS:
+        print(f"wrote {written.paths[0]}")
+    else:
+        _report_folder(written, args.out, "reconstructions")
     return 0
 
 
@@ -75,10 +97,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from vaegan.images import Written
     from vaegan.tools.latents import decode_to_files
 
     result = decode_to_files(args.latents, args.checkpoint, args.out, originals=args.images)
-    print(f"wrote {len(result['paths'])} images to {args.out}")
+    _report_folder(Written(result["paths"], result["replaced"]), args.out, "images")
     if "psnr" in result:
         print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} against {args.images}")
     return 0
@@ -109,6 +132,16 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_folder(written, out: str, what: str) -> None:
+    """Say how many files a tool wrote into ``out`` (each a new file) and which existing ones it replaced."""
+    from vaegan.images import describe_replaced
+
+    print(f"wrote {len(written.paths)} {what} to {out}")
+    note = describe_replaced(written, out)
+    if note:
+        print(note)
+
+
 def _format_report(report: dict) -> str:
     lines = [f"bytes per image: latents {report['latent_bytes_per_image']:.0f}, "
              f"raw uint8 pixels {report['raw_pixel_bytes_per_image']} ({report['ratio_vs_raw_pixels']:.1f}x smaller)"]
@@ -128,9 +161,10 @@ def register(sub) -> None:
 
 def _register_generation(sub) -> None:
     p = sub.add_parser("sample", help="draw prior samples from a trained model")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--n", type=int, default=64)
-    p.add_argument("--out", required=True, help="grid PNG path, or a folder with --individual")
+    p.add_argument("--out", required=True, help="grid image path (.png, .jpg, .jpeg, .webp or .bmp), "
+                                                "or a folder with --individual")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--individual", action="store_true", help="one PNG per sample in the --out folder")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if an EMA exists")
@@ -139,7 +173,7 @@ def _register_generation(sub) -> None:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training images' codes, for --prior gmm")
-    p.add_argument("--checkpoint", required=True, help="run folder, checkpoint folder or export folder")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -150,12 +184,27 @@ def _register_generation(sub) -> None:
     p.add_argument("--out", required=True, help="export folder")
     p.add_argument("--with-discriminator", action="store_true", help="also export the discriminator")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA exists")
+    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx and decoder.onnx")
+    p.add_argument("--metrics", metavar="FILE", help="metrics.json of 'vaegan fid --out' or 'vaegan compare' for the "
+                                                      "model card (default: the run folder's metrics.json, if any)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="upload an export folder to a Hugging Face Hub model repo",
+                       description="Upload an export folder (model card included) to the Hub model repo "
+                                   "OWNER/NAME, created if needed. Needs huggingface_hub (pip install "
+                                   "'vaegan[hub]') and a login (hf auth login, or HF_TOKEN).")
+    p.add_argument("--export", required=True, metavar="DIR", help="export folder written by 'vaegan export'")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hub model repo")
+    p.add_argument("--private", action="store_true", help="create the repo private (if it does not exist yet)")
+    p.add_argument("--revision", metavar="BRANCH", help="branch to push to (created if missing; default: main)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("reconstruct", help="reconstruct images through the posterior mean")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--images", required=True, help=IMAGES_HELP)
-    p.add_argument("--out", required=True, help="a .png grid of original/reconstruction pairs, or a folder")
+    p.add_argument("--out", required=True, help="an image file (.png, .jpg, ...): a grid of original/reconstruction "
+                                                "pairs; else a folder of PNGs named like the inputs")
     p.add_argument("--limit", type=int, help="use the first N images only")
     p.set_defaults(func=cmd_reconstruct)
 

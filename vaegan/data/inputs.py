@@ -7,6 +7,7 @@ the dataset in the model's own data config (the built-in faces, CelebA, ...).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,12 @@ class ImageSet:
     indices: list[int] | None = None  # positions in that dataset
 
 
+def check_limit(limit: int | None, what: str = "--limit") -> None:
+    """InputError unless ``limit`` is None (no limit) or a count of at least 1."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise InputError(f"{what} must be a whole number of images, at least 1, got {limit!r}")
+
+
 def image_files(source: str | Path) -> tuple[Path, list[Path]]:
     """(root, files) for an image file or a folder of them (recursive, sorted)."""
     path = Path(source)
@@ -54,8 +61,10 @@ def image_files(source: str | Path) -> tuple[Path, list[Path]]:
 def read_images(source: str | Path, cfg: Config, limit: int | None = None) -> ImageSet:
     """Images from a file, a folder or ``split:NAME`` of ``cfg.data``, as uint8 (N, 3, R, R), R = cfg.data.resolution.
 
-    ``limit`` keeps the first images only (files in sorted order, dataset items by index).
+    ``limit`` keeps the first images only (files in sorted order, dataset items by index); it
+    must be at least 1 (InputError otherwise).
     """
+    check_limit(limit)
     if str(source).startswith(SPLIT_PREFIX):
         return read_split(str(source)[len(SPLIT_PREFIX):], cfg, limit)
     root, files = image_files(source)
@@ -74,6 +83,7 @@ def read_split(split: str, cfg: Config, limit: int | None = None, indices: list[
     """
     from vaegan.data import build_dataset
 
+    check_limit(limit)
     dataset = dataset if dataset is not None else build_dataset(cfg.data, split)
     if indices is None:
         indices = list(range(min(len(dataset), limit) if limit else len(dataset)))

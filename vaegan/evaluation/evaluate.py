@@ -227,36 +227,42 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
                  log=print) -> Comparison:
     """Evaluate runs (or checkpoints, exports) one after another under one protocol.
 
+    Every run is loaded first, so a bad one (no checkpoint, unreadable weights, another
+    resolution) fails before minutes of evaluation of the others.
+
     The reference comes from ``ref`` / ``ref_celeba`` or else the first run's data config
     (``ref_split``); the other runs must share its resolution. Without Inception weights,
     FID/KID/PR are skipped and ``Comparison.feature_note`` says why; ``with_features=False``
     skips them on purpose.
     """
     paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise InputError("give at least one run, checkpoint or export folder to compare")
     if names is not None and len(names) != len(paths):
         raise InputError(f"--names gives {len(names)} names for {len(paths)} runs")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:  # before minutes of work on the runs that do exist
         raise MissingFileError(f"run, checkpoint or export folder not found: {', '.join(missing)}")
+    # Every model is loaded (and so checked: a folder without a checkpoint, weights that do not fit
+    # their config, another resolution) before any is evaluated.
+    loaded = [load_pretrained(path, device=protocol.device) for path in paths]
+    first = loaded[0].config.data
+    for path, model in zip(paths[1:], loaded[1:]):
+        if model.config.data.resolution != first.resolution:
+            raise InputError(f"{path} generates {model.config.data.resolution}px images, {paths[0]} "
+                             f"{first.resolution}px: runs compared must share a resolution")
     features, note = None, "not requested (`vaegan compare` computes them when the Inception weights are available)"
     if with_features:
         features, note = _open_extractor(extractor, inception_weights, protocol.device)
         if note:
             log(f"FID/KID/PR skipped: {note.splitlines()[0]}")
 
-    reference, first, runs = None, None, []
-    for path in paths:
+    reference = load_reference(first, protocol.num_reference or protocol.num_samples, first.resolution,
+                               ref=ref, ref_celeba=ref_celeba, split=ref_split, batch_size=protocol.batch_size)
+    runs = []
+    for i, (path, (model, cfg, _, _)) in enumerate(zip(paths, loaded)):
         start = time.perf_counter()
-        model, cfg, _, _ = load_pretrained(path, device=protocol.device)
-        if reference is None:
-            first = cfg.data
-            reference = load_reference(first, protocol.num_reference or protocol.num_samples, first.resolution,
-                                       ref=ref, ref_celeba=ref_celeba, split=ref_split,
-                                       batch_size=protocol.batch_size)
-        elif cfg.data.resolution != first.resolution:
-            raise InputError(f"{path} generates {cfg.data.resolution}px images, {paths[0]} {first.resolution}px: "
-                             f"runs compared must share a resolution")
-        elif not (ref or ref_celeba) and source_spec(cfg.data, ref_split) != source_spec(first, ref_split):
+        if i and not (ref or ref_celeba) and source_spec(cfg.data, ref_split) != source_spec(first, ref_split):
             log(f"note: {path} was trained on other data than {paths[0]}; both are scored against the "
                 f"reference of {paths[0]}")
         metrics, samples, reconstructions = evaluate_model(model, reference, protocol, features)

@@ -7,7 +7,11 @@ what torch-fidelity's extractors expect. Four pieces:
   reads (tensor, iterable of batches, Dataset, folder; files read as the training datasets read
   them).
 - ``make_extractor``: a torch-fidelity feature extractor (by registry name) wrapped as a plain
-  callable, with the Inception weights resolved locally or ``MissingWeightsError``.
+  callable, with the Inception weights resolved locally or ``MissingWeightsError``. The weights
+  file is a pickle that torch-fidelity loads with ``weights_only=False`` (it can run code), so its
+  SHA-256 is checked against ``INCEPTION_SHA256`` first and only those verified bytes are handed
+  on (``InceptionWeightsMismatch`` otherwise). torch-fidelity's other built-in extractors load
+  unverified weights or code and are refused.
 - ``reference_stats``: features and mean/covariance of a reference set, cached on disk under a
   key built from the reference's *content* (torch-fidelity's own cache is keyed by a name only and
   would silently reuse stale statistics, so it is never used here).
@@ -16,6 +20,7 @@ what torch-fidelity's extractors expect. Four pieces:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -41,10 +46,23 @@ from vaegan.metrics.batching import SUBSET_SEED, _subset, iter_batches, iter_ima
 INCEPTION = "inception-v3-compat"
 INCEPTION_URL = URL_INCEPTION_V3
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]  # weights-inception-2015-12-05-6726825d.pth
-CACHE_FORMAT = 2  # 2: folder references read like training datasets (bicubic, not Lanczos)
+# SHA-256 of torch-fidelity's weights-inception-2015-12-05-6726825d.pth (95,628,359 bytes; the file
+# name carries its first 8 hex digits, torch hub's convention).
+INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+# 2: folder references read like training datasets (bicubic, not Lanczos); 3: 16-bit grayscale
+# scaled to 8 bits and LA / colour-key transparency put on white (vaegan.images.load_image).
+CACHE_FORMAT = 3
+# torch-fidelity's own extractors other than Inception: they load weights unverified (a pickle from
+# torch hub's cache with weights_only=False) or run code fetched from the network, so they are refused.
+_UNVERIFIED_EXTRACTORS = frozenset(FEATURE_EXTRACTORS_REGISTRY) - {INCEPTION}
+
 
 class MissingWeightsError(VaeganError, RuntimeError):
     """The Inception weights file is neither given, nor in torch hub's cache, nor downloadable."""
+
+
+class InceptionWeightsMismatch(VaeganError, RuntimeError):
+    """A file offered as the Inception weights is not torch-fidelity's file (wrong SHA-256); it is never loaded."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,10 +102,39 @@ def resolve_inception_weights(path: str | Path | None = None, download: bool = T
         raise _missing_weights(f"{cached} does not exist and downloading is off")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), progress=True)  # temp file, then rename
+        # temp file, then rename; the digest is checked before the rename
+        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), hash_prefix=INCEPTION_SHA256, progress=True)
     except Exception as e:  # URLError, HTTPError, SSL and socket errors all mean the same here
         raise _missing_weights(f"{cached} does not exist and the download failed: {e}") from None
     return cached
+
+
+def verify_inception_weights(path: str | Path) -> bytes:
+    """The bytes of ``path`` once their SHA-256 is ``INCEPTION_SHA256``; nothing is unpickled here.
+
+    Raises ``InceptionWeightsMismatch`` (one line: the file, both digests, where to get the right
+    file) otherwise. Callers load the returned bytes, not the file again, so the file cannot be
+    swapped between the check and the load.
+    """
+    path = Path(path)
+    digest, chunks = hashlib.sha256(), []
+    try:
+        keep = path.stat().st_size <= 2 * 95_628_359  # hash a huge file without holding it in memory
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+                if keep:
+                    chunks.append(chunk)
+    except OSError as e:
+        raise _missing_weights(f"cannot read {path}: {e}") from None
+    actual = digest.hexdigest()
+    if actual != INCEPTION_SHA256:
+        raise InceptionWeightsMismatch(
+            f"{path} is not torch-fidelity's Inception weights file {INCEPTION_FILE}: its SHA-256 is {actual}, "
+            f"expected {INCEPTION_SHA256}; it was not loaded. Download {INCEPTION_FILE} from {INCEPTION_URL} and "
+            f"pass it with --inception-weights PATH or place it at {inception_cache_path()}"
+        )
+    return b"".join(chunks)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,21 +172,31 @@ def make_extractor(
 
     ``layer`` defaults to the extractor's FID layer ('2048', pool3, for Inception). For
     Inception the weights come from ``resolve_inception_weights`` (never from torch-fidelity's
-    own silent download), and a file that cannot be loaded raises ``MissingWeightsError``.
+    own silent download). The weights file must have the SHA-256 ``INCEPTION_SHA256``
+    (``InceptionWeightsMismatch`` before anything is unpickled); torch-fidelity then loads the
+    verified bytes. A verified file that still cannot be loaded raises ``MissingWeightsError``.
+    torch-fidelity's other built-in extractors are refused (``InputError``): they load unverified
+    pickles or remote code. Extractors registered in Python (``register_random_extractor``) work.
     """
+    if name in _UNVERIFIED_EXTRACTORS:
+        raise InputError(f"feature extractor {name!r} is not allowed: torch-fidelity loads its weights unverified "
+                         f"(a pickle from torch hub's cache, or code from the network); use {INCEPTION!r}, whose "
+                         f"weights file is checked against a known SHA-256, or one registered in Python")
     if name not in FEATURE_EXTRACTORS_REGISTRY:
-        raise InputError(f"unknown feature extractor {name!r}; registered: {', '.join(FEATURE_EXTRACTORS_REGISTRY)}")
+        allowed = [n for n in FEATURE_EXTRACTORS_REGISTRY if n not in _UNVERIFIED_EXTRACTORS]
+        raise InputError(f"unknown feature extractor {name!r}; available: {', '.join(allowed)}")
     layer = layer or FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
     kwargs = {}
     if name == INCEPTION:
         weights = resolve_inception_weights(inception_weights, download)
-        kwargs["feature_extractor_weights_path"] = str(weights)
+        # torch-fidelity hands this to torch.load(..., weights_only=False): give it the verified bytes
+        kwargs["feature_extractor_weights_path"] = io.BytesIO(verify_inception_weights(weights))
     try:
         module = create_feature_extractor(name, [layer], cuda=False, verbose=False, **kwargs)
-    except Exception as e:  # torch.load / load_state_dict: unpickling, size or key errors
+    except Exception as e:  # load_state_dict: size or key errors (not expected from the verified file)
         if name != INCEPTION:
             raise
-        raise _missing_weights(f"cannot load {kwargs['feature_extractor_weights_path']}: {e}") from None
+        raise _missing_weights(f"cannot load {weights}: {e}") from None
     device = torch.device(device)
     module.to(device)
     return FeatureExtractor(fn=lambda x: module(x)[0], name=name, layer=layer, device=device)

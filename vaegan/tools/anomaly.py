@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vaegan.errors import InputError
-from vaegan.images import to_float
+from vaegan.images import check_output_file, to_float
 from vaegan.files import write_text_atomic
 from vaegan.models import standard_normal_log_prob
 
@@ -149,9 +150,20 @@ def score_to_csv(checkpoint: str | Path, images: str | Path, out: str | Path, an
     threshold (given, or the ``percentile`` of ``score`` over ``calibrate``) adds an ``anomalous``
     column and a count of flagged images.
     """
-    from vaegan.data.inputs import read_images
+    from vaegan.data.inputs import check_limit, read_images
     from vaegan.storage.pretrained import load_pretrained
 
+    check_limit(limit)
+    if isinstance(iw_samples, bool) or not isinstance(iw_samples, numbers.Integral) or iw_samples < 0:
+        raise InputError(f"--iw-samples must be a whole number >= 0 (0: no importance-weighted bound), "
+                         f"got {iw_samples!r}")
+    if score not in SCORES:
+        raise InputError(f"--score {score!r} is not valid; choose one of {list(SCORES)}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"--threshold must be a finite number, got {threshold}")
+    if not 0.0 <= percentile <= 100.0:
+        raise InputError(f"--percentile must be in [0, 100], got {percentile}")
+    check_output_file(out)
     if anomalies is not None and labels is not None:
         raise InputError("give --anomalies (a folder of anomalous images) or --labels (a CSV), not both")
     if calibrate is not None and threshold is not None:

@@ -7,6 +7,8 @@ above the middle of its range (e.g. ``smiling`` > 0, ``glasses`` > 0.5).
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from pathlib import Path
 
 import torch
@@ -14,7 +16,7 @@ import torch
 from vaegan.data.faces import ATTR_NAMES as FACE_ATTRS
 from vaegan.data.faces import Faces
 from vaegan.errors import InputError
-from vaegan.images import save_grid
+from vaegan.images import check_output_file, save_grid
 from vaegan.models.inference import decode_latents, encode_images
 from vaegan.files import read_safetensors, write_safetensors
 
@@ -59,7 +61,11 @@ def load_vector(path: str | Path) -> tuple[torch.Tensor, dict]:
     if metadata.get("format") != VECTOR_FORMAT or "vector" not in tensors:
         raise InputError(f"{path} is not an attribute vector file (expected format {VECTOR_FORMAT!r} with a "
                          f"'vector' tensor, as 'vaegan attribute --save-vector' writes)")
-    return tensors["vector"], metadata
+    vector = tensors["vector"]
+    if vector.ndim != 1 or not vector.is_floating_point() or not torch.isfinite(vector).all():
+        raise InputError(f"{path}: 'vector' must be a 1-D tensor of finite floats, got {vector.dtype} "
+                         f"of shape {tuple(vector.shape)}")
+    return vector, metadata
 
 
 def _column(attr_names: list[str], name: str, where: str) -> str:
@@ -133,9 +139,18 @@ def attribute_to_file(checkpoint: str | Path, attr: str | None = None, out: str 
     ``edit_images`` (file, folder or ``split:NAME``), else the first n labelled images that lack
     the attribute (have it, for negative alphas).
     """
-    from vaegan.data.inputs import read_images
+    from vaegan.data.inputs import check_limit, read_images
     from vaegan.storage.pretrained import load_pretrained
 
+    check_limit(limit)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise InputError(f"--n must be a whole number of images, at least 1, got {n!r}")
+    if not alphas or not all(math.isfinite(a) for a in alphas):
+        raise InputError(f"--alpha needs one or more finite numbers, got {list(alphas)}")
+    if out is not None:
+        check_output_file(out, image=True)
+    if save_vector_to is not None:
+        check_output_file(save_vector_to, "--save-vector")
     vae, cfg, _, _ = load_pretrained(checkpoint)
     summary: dict = {}
     data = labels = None

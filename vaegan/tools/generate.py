@@ -11,7 +11,15 @@ from pathlib import Path
 import torch
 
 from vaegan.errors import InputError
-from vaegan.images import save_grid, save_image
+from vaegan.images import (
+    IMAGE_EXTENSIONS,
+    Written,
+    check_output_file,
+    check_output_folder,
+    output_paths,
+    save_grid,
+    save_images,
+)
 from vaegan.storage.prior import load_prior
 from vaegan.models.inference import reconstruct, sample, decode_latents, encode_images
 from vaegan.storage.pretrained import load_pretrained
@@ -44,16 +52,20 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return ((1 - t) * na + t * nb) * direction
 
 
+def _check_interpolation(steps: int, mode: str) -> None:
+    if steps < 2:
+        raise InputError(f"--steps must be at least 2 (the two endpoints), got {steps}")
+    if mode not in INTERPOLATIONS:
+        raise InputError(f"--mode {mode!r} is not valid; choose one of {list(INTERPOLATIONS)}")
+
+
 def interpolate(model, image_a: torch.Tensor, image_b: torch.Tensor, steps: int = 8,
                 mode: str = "linear") -> torch.Tensor:
     """Decodings along a latent path between two images' posterior means: uint8 (steps, 3, R, R).
 
     image_a, image_b: uint8 (3, R, R). The first and last images are the reconstructions of a and b.
     """
-    if steps < 2:
-        raise InputError(f"--steps must be at least 2 (the two endpoints), got {steps}")
-    if mode not in INTERPOLATIONS:
-        raise InputError(f"--mode {mode!r} is not valid; choose one of {list(INTERPOLATIONS)}")
+    _check_interpolation(steps, mode)
     za, zb = encode_images(model, torch.stack([image_a, image_b])).mean
     path = (lerp if mode == "linear" else slerp)(za, zb, torch.linspace(0, 1, steps))
     path[0], path[-1] = za, zb  # exact endpoints whatever the rounding of the path
@@ -73,46 +85,47 @@ def variations(model, image: torch.Tensor, n: int = 8, scale: float = 1.0, seed:
 # Files in, files out.
 
 def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0, individual: bool = False,
-                    use_ema: bool = True, prior: str = "normal") -> list[Path]:
-    """prior: "normal" (N(0, I)) or "gmm" (the mixture ``vaegan fit-prior`` fitted for this model)."""
+                    use_ema: bool = True, prior: str = "normal") -> Written:
+    """prior: "normal" (N(0, I)) or "gmm" (the mixture ``vaegan fit-prior`` fitted for this model).
+
+    ``out``: a grid image file, or with ``individual`` a folder of ``sample-<i>.png``. Returns the
+    files written and those of them that existed before.
+    """
     if n <= 0:
         raise InputError(f"--n must be positive, got {n}")
     if prior not in ("normal", "gmm"):
         raise InputError(f"--prior must be normal or gmm, got {prior!r}")
+    out = check_output_folder(out) if individual else check_output_file(out, image=True)
     model = load_pretrained(checkpoint, use_ema=use_ema).vae
     mixture = load_prior(checkpoint, model.latent_dim) if prior == "gmm" else None
     images = sample(model, n, seed, prior=mixture)
-    out = Path(out)
     if not individual:
         save_grid(images, out, nrow=max(1, int(n ** 0.5)))
-        return [out]
-    paths = [out / f"sample-{i:05d}.png" for i in range(n)]
-    for img, path in zip(images, paths):
-        save_image(img, path)
-    return paths
+        return Written([out], [])
+    return save_images(images, [out / f"sample-{i:05d}.png" for i in range(n)])
 
 
 def reconstruct_to_files(checkpoint: str | Path, images: str | Path, out: str | Path,
-                         limit: int | None = None) -> list[Path]:
+                         limit: int | None = None) -> Written:
     """Reconstruct images (file, folder or ``split:NAME``).
 
-    ``out`` ending in .png/.jpg: one grid of original/reconstruction pairs; else a folder of
-    reconstructions named like the inputs (as .png).
+    ``out`` with an image extension: one grid of original/reconstruction pairs; else a folder of
+    reconstructions named like the inputs (``vaegan.images.output_paths``: as .png, inside
+    ``out``, one file per input). Returns the files written and those that existed before.
     """
-    from vaegan.data.inputs import read_images
+    from vaegan.data.inputs import check_limit, read_images
 
+    check_limit(limit)
+    grid = Path(out).suffix.lower() in IMAGE_EXTENSIONS
+    out = check_output_file(out, image=True) if grid else check_output_folder(out)
     vae, cfg, _, _ = load_pretrained(checkpoint)
     data = read_images(images, cfg, limit)
     recs = reconstruct(vae, data.images)
-    out = Path(out)
-    if out.suffix.lower() in (".png", ".jpg", ".jpeg"):
+    if grid:
         pairs = torch.stack([data.images, recs], dim=1).flatten(0, 1)
         save_grid(pairs, out, nrow=2 * max(1, min(4, math.isqrt(len(recs)))))
-        return [out]
-    paths = [out / Path(name).with_suffix(".png") for name in data.names]
-    for img, path in zip(recs, paths):
-        save_image(img, path)
-    return paths
+        return Written([out], [])
+    return save_images(recs, output_paths(data.names, out))
 
 
 def interpolate_to_file(checkpoint: str | Path, a: str | Path, b: str | Path, out: str | Path, steps: int = 8,
@@ -120,6 +133,8 @@ def interpolate_to_file(checkpoint: str | Path, a: str | Path, b: str | Path, ou
     """One strip: [original a,] ``steps`` decodings from a to b[, original b]."""
     from vaegan.data.inputs import read_images
 
+    _check_interpolation(steps, mode)
+    check_output_file(out, image=True)
     vae, cfg, _, _ = load_pretrained(checkpoint)
     image_a, image_b = read_images(a, cfg, limit=1).images[0], read_images(b, cfg, limit=1).images[0]
     strip = interpolate(vae, image_a, image_b, steps, mode)
@@ -134,6 +149,11 @@ def variations_to_file(checkpoint: str | Path, image: str | Path, out: str | Pat
     """A grid: the image, its reconstruction, then n posterior-sample decodings."""
     from vaegan.data.inputs import read_images
 
+    if n <= 0:
+        raise InputError(f"--n must be positive, got {n}")
+    if not math.isfinite(scale):
+        raise InputError(f"--scale must be a finite number, got {scale}")
+    check_output_file(out, image=True)
     vae, cfg, _, _ = load_pretrained(checkpoint)
     x = read_images(image, cfg, limit=1).images[0]
     grid = torch.cat([x[None], reconstruct(vae, x[None]), variations(vae, x, n, scale, seed)])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from vaegan.errors import InputError, MissingFileError
-from vaegan.images import save_image
+from vaegan.images import check_output_file, check_output_folder, output_paths, save_images
 from vaegan.models.inference import decode_latents, encode_images
 from vaegan.storage.pretrained import load_pretrained
 from vaegan.files import read_safetensors, write_safetensors
@@ -37,7 +37,18 @@ def load_latents(path: str | Path) -> tuple[torch.Tensor, list[str], dict]:
     if metadata.get("format") != LATENTS_FORMAT or "latents" not in tensors:
         raise InputError(f"{path} is not a latents file (expected format {LATENTS_FORMAT!r} with a 'latents' "
                          f"tensor, as 'vaegan encode' writes; found tensors {sorted(tensors)})")
-    latents, names = tensors["latents"], json.loads(metadata["names"])
+    latents = tensors["latents"]
+    try:
+        names = json.loads(metadata["names"])
+        resolution = int(metadata["resolution"])
+    except (KeyError, ValueError) as e:
+        raise InputError(f"{path}: unreadable metadata ({type(e).__name__}: {e}); expected 'names' (a JSON list "
+                         f"of strings) and 'resolution' (an integer), as 'vaegan encode' writes") from None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names) or resolution < 1:
+        raise InputError(f"{path}: metadata 'names' must be a JSON list of strings and 'resolution' a positive "
+                         f"integer, as 'vaegan encode' writes")
+    if not latents.is_floating_point():
+        raise InputError(f"{path}: 'latents' holds {latents.dtype} values; expected float32 or float16")
     if latents.ndim != 2 or len(names) != len(latents):
         raise InputError(f"{path}: 'latents' has shape {tuple(latents.shape)} for {len(names)} names "
                          f"(expected (N, latent_dim) with one name per row)")
@@ -67,8 +78,10 @@ def encode_to_file(checkpoint: str | Path, images: str | Path, out: str | Path, 
     The report compares the stored latents' bytes with the source files and with raw pixels, and
     gives PSNR/SSIM of their decoding against the originals at the model's resolution.
     """
-    from vaegan.data.inputs import read_images
+    from vaegan.data.inputs import check_limit, read_images
 
+    check_limit(limit)
+    check_output_file(out)
     vae, cfg, _, info = load_pretrained(checkpoint, device)
     data = read_images(images, cfg, limit)
     means = encode_images(vae, data.images).mean
@@ -83,19 +96,20 @@ def decode_to_files(latents_file: str | Path, checkpoint: str | Path, out: str |
                     originals: str | Path | None = None, device: str = "cpu") -> dict:
     """Decode a latents file to ``out/<name>.png`` (one per image); with ``originals``, also PSNR/SSIM.
 
-    Returns ``{"paths": [...], "psnr": ..., "ssim": ...}`` (metrics only with ``originals``).
+    The names come from the file's metadata, so they are made safe (``vaegan.images.output_paths``):
+    every file lands inside ``out``, one per latent, none shared. Returns ``{"paths": [...],
+    "replaced": [...] (those that existed before), "psnr": ..., "ssim": ...}`` (metrics only with
+    ``originals``).
     """
-    vae, cfg, _, _ = load_pretrained(checkpoint, device)
+    check_output_folder(out)
     latents, names, metadata = load_latents(latents_file)
+    vae, cfg, _, _ = load_pretrained(checkpoint, device)
     if latents.shape[1] != vae.latent_dim or int(metadata["resolution"]) != cfg.data.resolution:
         raise InputError(f"{latents_file} holds {latents.shape[1]}-d latents of {metadata['resolution']} px images, "
                          f"but {checkpoint} is a {vae.latent_dim}-d model at {cfg.data.resolution} px")
     images = decode_latents(vae, latents)
-    out = Path(out)
-    paths = [out / Path(name).with_suffix(".png") for name in names]
-    for image, path in zip(images, paths):
-        save_image(image, path)
-    result: dict = {"paths": paths}
+    written = save_images(images, output_paths(names, out))
+    result: dict = {"paths": written.paths, "replaced": written.replaced}
     if originals is not None:
         from vaegan.data.inputs import read_images
         from vaegan.metrics.recon import compute_recon_metrics

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shlex
 import time
 from pathlib import Path
 
@@ -16,20 +18,22 @@ import torch
 from accelerate import Accelerator
 
 from vaegan import data as _data
-from vaegan.config import Config, ConfigError
+from vaegan.config import Config, ConfigError, active_trackers
 from vaegan.data.loader import GlobalBatchSampler, batches
 from vaegan.files import write_text_atomic
 from vaegan.images import save_grid, to_float
 from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
 from vaegan.models.layers import sync_batchnorm
-from vaegan.errors import VaeganError
-from vaegan.storage.checkpoint import load_checkpoint, save_checkpoint
+from vaegan.errors import InputError, VaeganError
+from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from vaegan.threads import SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers
 from vaegan.training.ema import EMA, recalibrate_batchnorm
 from vaegan.training.update import LossScale, Update
 
 
 class TrainingDiverged(VaeganError, RuntimeError):
-    """Too many consecutive non-finite losses; the last good checkpoint is intact."""
+    """Too many consecutive non-finite losses; the message names the last good checkpoint (or says there is
+    none) and the command that continues the run with a lower learning rate."""
 
 
 class SharedNoise:
@@ -84,7 +88,7 @@ class Trainer:
         # process-wide singleton that would pin every later Trainer in the process.
         self.accelerator = Accelerator(
             gradient_accumulation_steps=t.grad_accum_steps,
-            log_with="tensorboard" if t.tensorboard else None,
+            log_with=build_trackers(active_trackers(t), self.run_dir) or None,
             project_dir=str(self.run_dir),
         )
         acc = self.accelerator
@@ -100,6 +104,14 @@ class Trainer:
 
         # Data: a deterministic global order, this rank's slice of every batch.
         self.dataset = _data.build_dataset(cfg.data)
+
+        # CPU threads and loader workers (vaegan.threads): logged; re-tuned under load when auto.
+        self.workers = loader_workers(cfg.data.num_workers, hasattr(self.dataset, "get_batch"), self.device.type)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+        acc.print(apply_threads(t.threads, self.workers, self.device.type, local_processes))
+        tune = self.device.type == "cpu" and fixed_threads(t.threads) is None and torch.get_num_threads() > 1
+        self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune else None
+        self.slowdown = SlowdownDetector()
 
         # Networks (data-parallel wrapped), optimizers (stepped by the update itself: Accelerate's
         # wrapper would skip steps while accumulating), EMA.
@@ -119,8 +131,10 @@ class Trainer:
         self.step = 0
         self.nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self.resumed_changes: dict[str, tuple] = {}  # key -> (checkpoint's value, this run's), see _resume
+        self._saved_step = -1
         if resume:
-            self._load(load_checkpoint(self.run_dir)[1])
+            self._resume()
         self.sampler = GlobalBatchSampler(len(self.dataset), t.batch_size // t.grad_accum_steps,
                                           acc.process_index, acc.num_processes, t.seed,
                                           start_batch=self.step * t.grad_accum_steps)
@@ -199,7 +213,51 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
 
+    def _resume(self) -> None:
+        """Load the newest intact checkpoint (see vaegan.storage.checkpoint.resolve_checkpoint); without any
+        checkpoint (the run stopped before its first) training restarts from step 0. Keys this config changes
+        against the checkpoint's (or the stopped attempt's config.json; the overrides a resume allows) are kept
+        in ``resumed_changes``, printed and noted in log.jsonl; the learning rates are this config's, not the
+        saved optimizers'."""
+        if has_checkpoint(self.run_dir):
+            folder, state = load_checkpoint(self.run_dir)
+            try:
+                self._load(state)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+                raise InputError(f"{folder / 'state.json'}: cannot resume from this checkpoint, it does not hold "
+                                 f"what this run's config needs ({type(e).__name__}: {e})") from None
+            for name, opt in self.opts.items():
+                for group in opt.param_groups:
+                    group["lr"] = self.cfg.optim.lr_dis or self.cfg.optim.lr if name == "discriminator" \
+                        else self.cfg.optim.lr
+            self._saved_step, saved, start = self.step, state["config"], f"from {folder} (step {self.step})"
+        else:  # compared with the config the stopped attempt was started with
+            try:
+                saved = json.loads((self.run_dir / "config.json").read_text())
+            except (OSError, ValueError, RecursionError):
+                saved = {}
+            start = "from step 0: it holds no checkpoint (the run stopped before its first one)"
+        saved = {f"{s}.{k}": v for s, body in saved.items() if isinstance(body, dict) for k, v in body.items()} \
+            if isinstance(saved, dict) else {}
+        now = {f"{s}.{k}": v for s, body in self.cfg.to_dict().items() for k, v in body.items()}
+        self.resumed_changes = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k, v) != v}
+        self.accelerator.print(f"resuming {self.run_dir} {start}" + (
+            "; changed: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.resumed_changes.items())
+            if self.resumed_changes else ""))
+
+    def _advice(self, override: str = "") -> str:
+        """What to run to continue this run after it stopped: from its newest intact checkpoint, or from step 0."""
+        command = f"vaegan train --resume {shlex.quote(str(self.run_dir))}" + (f" {override}" if override else "")
+        try:
+            folder = resolve_checkpoint(self.run_dir) if has_checkpoint(self.run_dir) else None
+        except VaeganError:
+            folder = None
+        if folder is None:
+            return f"no checkpoint was written before it stopped; restart the run from step 0 with: {command}"
+        return f"the last good checkpoint is {folder}; resume from it with: {command}"
+
     def save(self) -> None:
+        self._saved_step = self.step
         if self.accelerator.is_main_process:
             self.inference_model()  # the EMA's batch-norm statistics, recomputed for the saved weights
             save_checkpoint(self.run_dir, self.step, self.state_dict(), keep=self.cfg.train.keep_checkpoints)
@@ -261,7 +319,7 @@ class Trainer:
         return metrics
 
     def _tensorboard(self):
-        if not self.cfg.train.tensorboard or not self.accelerator.is_main_process:
+        if "tensorboard" not in active_trackers(self.cfg.train) or not self.accelerator.is_main_process:
             return None
         return self.accelerator.get_tracker("tensorboard", unwrap=True)
 
@@ -274,30 +332,53 @@ class Trainer:
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
-            _truncate_log(self.run_dir / "log.jsonl", self.step)
+            note = _truncate_log(self.run_dir / "log.jsonl", self.step)
+            if note:
+                self.accelerator.print(note)
+            record = {f"resumed_with/{k}": float(b) for k, (a, b) in self.resumed_changes.items()
+                      if isinstance(b, (int, float))}  # a record in the log of what this resume changed (numbers only)
+            if record:
+                with open(self.run_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": self.step, **record}) + "\n")
         for net in self.nets.values():
             net.train()
-        stream = batches(self.dataset, self.sampler, self.cfg.data.num_workers)
+        stream = batches(self.dataset, self.sampler, self.workers)
         tick, images_seen, last = time.perf_counter(), 0, {}
         with RunLog(self) as log:
             while self.step < t.max_steps:
-                logs = self.train_step(next(stream))
+                try:
+                    images = next(stream)
+                except InputError as e:  # an unreadable image mid-epoch: say how to go on
+                    text = str(e)
+                    if "\nOriginal Traceback" in text:  # from a loader worker: the message ends its traceback
+                        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+                    fix = "" if self.cfg.data.skip_bad_images else "data.skip_bad_images=true"
+                    raise InputError(f"{text}. Training stopped at step {self.step}: {self._advice(fix)}") from None
+                logs = self.train_step(images)
                 images_seen += self.local_batch * acc.num_processes
                 if logs is None:
                     continue
                 self._count_nonfinite(logs)
                 now = time.perf_counter()
                 logs["perf/img_per_s"] = images_seen / max(now - tick, 1e-9)
+                self._watch_speed(now - tick, log)
                 tick, images_seen, last = now, 0, logs
                 log.step(self.step, logs, flush=self.step % t.log_every_steps == 0 or self.step == t.max_steps)
                 self._periodic(log)
-        if not (self.run_dir / "checkpoints" / f"step-{self.step:08d}").exists():
+        if self._saved_step != self.step:
             self.save()
         grids = self.write_grids("final") if acc.is_main_process else {}
-        if t.tensorboard:
+        if active_trackers(t):
             acc.end_training()
         return {"step": self.step, "last": last, "grids": {k: str(v) for k, v in grids.items()},
                 "nonfinite_total": self.nonfinite_total}
+
+    def _watch_speed(self, seconds: float, log: "RunLog") -> None:
+        """Feed one step's time to the thread tuner and the slowdown detector; say what they decide."""
+        for note in (self.thread_tuner.observe(seconds, self.step) if self.thread_tuner else None,
+                     self.slowdown.observe(seconds)):
+            if note:
+                log.note(self.step, note)
 
     def _periodic(self, log: "RunLog") -> None:
         """Sample grids, evaluation and checkpoints when their step counts come round."""
@@ -317,26 +398,60 @@ class Trainer:
             bad = sorted(k for k, v in logs.items() if not math.isfinite(v))
             self.accelerator.print(f"step {self.step}: non-finite loss ({', '.join(bad)}); step skipped")
             if self.nonfinite_in_a_row >= self.cfg.train.max_nonfinite_steps:
+                optim = self.cfg.optim
+                lower = f"optim.lr={optim.lr / 10:g}" + (f" optim.lr_dis={optim.lr_dis / 10:g}" if optim.lr_dis else "")
                 raise TrainingDiverged(
                     f"{self.nonfinite_in_a_row} consecutive steps with non-finite losses (last: {', '.join(bad)}) "
-                    f"at step {self.step}; stopped. The last good checkpoint in {self.run_dir / 'checkpoints'} "
-                    f"is intact: lower optim.lr, set optim.grad_clip, or use train.precision=fp32, then "
-                    f"resume with --resume {self.run_dir}"
+                    f"at step {self.step}; stopped. {self._advice(lower)} (a lower learning rate; optim.grad_clip=1 "
+                    f"or train.precision=fp32 may help too)"
                 )
         else:
             self.nonfinite_in_a_row = 0
 
 
+# What each tracker of train.trackers needs installed (the PyPI name).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+                    "aim": "'aim<4'", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab",
+                    "trackio": "trackio"}
+TRACKER_PROJECT = "vaegan"  # the project (wandb, comet_ml) or experiment (mlflow) runs are logged under
+
+
+def build_trackers(names: list[str], run_dir: Path) -> list:
+    """Accelerate's ``log_with`` for ``names``; ConfigError naming the package of a tracker that is not
+    installed. TensorBoard writes to ``RUN/tb``; the others are set up by Accelerate (wandb in ``RUN/wandb``)."""
+    from accelerate.tracking import TensorBoardTracker, get_available_trackers
+
+    available = {getattr(t, "value", str(t)) for t in get_available_trackers()}
+    for name in names:
+        if name not in available:
+            raise ConfigError(f"train.trackers: {name!r} needs its package, which is not installed here: "
+                              f"pip install {TRACKER_PACKAGES.get(name, name)} (or leave {name} out of train.trackers)")
+    return [TensorBoardTracker("tb", run_dir) if name == "tensorboard" else name for name in names]
+
+
+def tracker_config(cfg: Config) -> dict:
+    """The resolved config as flat hyperparameters, ``{"section.key": bool | int | float | str}``."""
+    flat = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
 class RunLog:
-    """Where a run's numbers go: log.jsonl (every step), TensorBoard and the progress bar (every
+    """Where a run's numbers go: log.jsonl (every step), the trackers of ``train.trackers`` (TensorBoard
+    by default; the resolved config as hyperparameters) and the progress bar (every
     ``train.log_every_steps``). Only the main process writes; the others hold no files."""
 
     def __init__(self, trainer: Trainer):
         acc, t = trainer.accelerator, trainer.cfg.train
-        self.accelerator, self.tensorboard = acc, t.tensorboard
+        self.accelerator, self.trackers = acc, active_trackers(t)
         main = acc.is_main_process
-        if t.tensorboard:
-            acc.init_trackers("tb")
+        if self.trackers:
+            name = t.run_name or trainer.run_dir.name
+            acc.init_trackers(TRACKER_PROJECT, config=tracker_config(trainer.cfg),
+                              init_kwargs={"wandb": {"name": name, "dir": str(trainer.run_dir)},
+                                           "mlflow": {"run_name": name}})
         self.file = open(trainer.run_dir / "log.jsonl", "a") if main else None
         self.progress = None
         if main and t.progress:
@@ -358,17 +473,24 @@ class RunLog:
             self.file.write(json.dumps({"step": step, **logs}) + "\n")
         if flush:
             self.flush()
-            if self.tensorboard:
+            if self.trackers:
                 self.accelerator.log(logs, step=step)
             if self.progress is not None:
                 self.progress.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in logs.items() if k.startswith("loss/")})
         if self.progress is not None:
             self.progress.update(1)
 
+    def note(self, step: int, text: str) -> None:
+        """A message for the user, printed above the progress bar (log.jsonl stays numbers only)."""
+        if self.progress is not None:
+            self.progress.write(f"step {step}: {text}")
+        else:
+            self.accelerator.print(f"step {step}: {text}")
+
     def metrics(self, step: int, metrics: dict[str, float]) -> None:
         if self.file is not None:
             self.file.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.tensorboard:
+        if self.trackers:
             self.accelerator.log(metrics, step=step)
 
     def flush(self) -> None:
@@ -376,9 +498,29 @@ class RunLog:
             self.file.flush()
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log lines from steps after the checkpoint (they will be redone)."""
+def _truncate_log(path: Path, step: int) -> str | None:
+    """On resume, drop log lines from steps after the checkpoint (they will be redone) and lines that
+    are not JSON records with a step (an unfinished last line of a killed run); a note saying what
+    was dropped, or None."""
     if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        return None
+    kept, after, unreadable = [], 0, 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            line_step = record["step"]
+            ok = isinstance(line_step, int) and not isinstance(line_step, bool)
+        except (ValueError, TypeError, KeyError, RecursionError):
+            ok = False
+        if not ok:
+            unreadable += 1
+        elif line_step > step:
+            after += 1
+        else:
+            kept.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in kept))
+    dropped = [f"{after} line(s) of steps after {step} (they are redone)"] * bool(after) + \
+        [f"{unreadable} unreadable line(s) (e.g. the unfinished last line of a killed run)"] * bool(unreadable)
+    return f"{path}: dropped {' and '.join(dropped)}" if dropped else None
