@@ -427,3 +427,18 @@ def test_inception_weights_are_checked_from_the_bytes_handed_on(tmp_path, monkey
     features.make_extractor(inception_weights=weights)
     handed = seen["feature_extractor_weights_path"]
     assert isinstance(handed, io.BytesIO) and handed.getvalue() == b"pretend weights"
+
+
+def test_export_and_prepare_refuse_an_out_of_the_wrong_kind(run, tmp_path, capsys):
+    """export needs a folder, prepare a file: the wrong kind is refused before anything is read."""
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("keep me")
+    a_folder = tmp_path / "folder"
+    a_folder.mkdir()
+    before = snapshot(tmp_path)
+    rc, _, err = cli(capsys, "export", "--checkpoint", run, "--out", a_file)
+    assert_refused(rc, err, "export", a_file)
+    config = Path(__file__).resolve().parents[1] / "configs" / "quickstart_vae.yaml"
+    rc, _, err = cli(capsys, "prepare", "--config", config, "--out", a_folder)
+    assert_refused(rc, err, "prepare", a_folder)
+    assert snapshot(tmp_path) == before and a_file.read_text() == "keep me"

@@ -51,7 +51,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from vaegan.config import load_config
     from vaegan.data import build_dataset
     from vaegan.data.cache import prepare
+    from vaegan.images import check_output_file
 
+    check_output_file(args.out)  # before the dataset is read
     cfg = load_config(args.config, args.overrides)
     cfg.data.cache = ""
     dataset = build_dataset(cfg.data)

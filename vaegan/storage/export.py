@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from vaegan.data.inputs import read_images
 from vaegan.errors import VaeganError
 from vaegan.files import atomic_path, read_safetensors, write_safetensors, write_text_atomic
-from vaegan.images import save_grid
+from vaegan.images import check_output_folder, save_grid
 from vaegan.models.inference import reconstruct, sample
 from vaegan.storage.card import (CARD_FILE, METRICS_FILE, NUM_RECON, NUM_SAMPLES, RECON_FILE, RECON_SOURCE,
                                  SAMPLE_SEED, SAMPLES_FILE, describe_failure, find_metrics, model_card, read_metrics)
@@ -66,8 +66,8 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
     and its ``max_steps``, ``ema_decay``, ``grad_accum_steps``, ``seed``) where the source
     records them. An export of an export keeps its source's record.
     """
+    out = check_output_folder(out)  # before anything is loaded or written
     vae, cfg, dis, info = load_pretrained(checkpoint, with_discriminator=with_discriminator, use_ema=use_ema)
-    out = Path(out)
     source = Path(info["source"])  # a local folder, also for hf:// sources
     record = {k: info[k] for k in ("step", "weights", "precision", "batch_size", "images_seen")}
     training = training_record(info)
