@@ -105,13 +105,7 @@ class Trainer:
         # Data: a deterministic global order, this rank's slice of every batch.
         self.dataset = _data.build_dataset(cfg.data)
 
-        # CPU threads and loader workers (vaegan.threads): logged; re-tuned under load when auto.
-        self.workers = loader_workers(cfg.data.num_workers, hasattr(self.dataset, "get_batch"), self.device.type)
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
-        acc.print(apply_threads(t.threads, self.workers, self.device.type, local_processes))
-        tune = self.device.type == "cpu" and fixed_threads(t.threads) is None and torch.get_num_threads() > 1
-        self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune else None
-        self.slowdown = SlowdownDetector()
+        self._setup_threads()
 
         # Networks (data-parallel wrapped), optimizers (stepped by the update itself: Accelerate's
         # wrapper would skip steps while accumulating), EMA.
@@ -145,6 +139,16 @@ class Trainer:
         self.calibration_x = torch.stack([self.dataset[int(i)] for i in order[:256]]) if self.ema is not None else None
         self._ema_calibrated_at = -1
         self._eval_reference: torch.Tensor | None = None
+
+    def _setup_threads(self) -> None:
+        """CPU threads and loader workers (vaegan.threads), logged; re-tuned under load when auto."""
+        acc, t = self.accelerator, self.cfg.train
+        self.workers = loader_workers(self.cfg.data.num_workers, hasattr(self.dataset, "get_batch"), self.device.type)
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+        acc.print(apply_threads(t.threads, self.workers, self.device.type, local_processes))
+        tune = self.device.type == "cpu" and fixed_threads(t.threads) is None and torch.get_num_threads() > 1
+        self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune else None
+        self.slowdown = SlowdownDetector()
 
     # ------------------------------------------------------------------ iteration
 
