@@ -161,8 +161,12 @@ class LossScale:
             params = [p for p in nets[name].parameters() if p.grad is not None]
             norms[f"grad_norm/{name}"] = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
         for name, opt in optimizers.items():
-            if active[name]:
-                self.scaler.step(opt) if self.scaler is not None else opt.step()
+            if not active[name]:
+                continue
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
         if self.scaler is not None:
             self.scaler.update()
         return norms
