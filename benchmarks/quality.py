@@ -111,16 +111,42 @@ def model_config(args, name: str, cache: Path, steps: int | None = None):
     return load_config(path, overrides)
 
 
-def step_flops(cfg, tmp: Path) -> float:
-    """Forward + backward FLOPs of one training step (torch's FlopCounterMode; convs and matmuls)."""
+def step_flops(cfg, tmp: Path, step: int = 0) -> float:
+    """Forward + backward FLOPs of one training step at ``step`` (torch's FlopCounterMode; convs
+    and matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer = Trainer(cfg, tmp)
     images = torch.stack([trainer.dataset[i] for i in range(trainer.local_batch)])
-    trainer.train_step(images)  # the first step allocates; count the second
+    trainer.step = step
+    trainer.train_step(images)  # the first step allocates; count the second, at the same step
+    trainer.step = step
     with FlopCounterMode(display=False) as counter:
         trainer.train_step(images)
     return float(counter.get_total_flops())
+
+
+def flops_at(info: dict, step: int) -> float:
+    """Training FLOPs of a run after ``step`` steps: a VAE-GAN's warm-start steps
+    (``loss.warm_start_steps``) cost a plain VAE step each."""
+    warm = min(step, info.get("warm_steps", 0))
+    return warm * info.get("warm_step_flops", 0.0) + (step - warm) * info["step_flops"]
+
+
+def budget(args, name: str, cache: Path) -> dict:
+    """Steps that spend ``--budget-pflop``, a multiple of ``--evals`` (every eval point a checkpoint)."""
+    cfg = model_config(args, name, cache)
+    warm = cfg.loss.warm_start_steps if cfg.model.kind == "vaegan" else 0
+    tmp = Path(args.out) / "flops" / name
+    info = {"step_flops": step_flops(cfg, tmp, step=warm)}
+    budget_flops = args.budget_pflop * 1e15
+    if warm:
+        info.update(warm_steps=warm, warm_step_flops=step_flops(cfg, tmp))
+        if flops_at(info, warm) >= budget_flops:
+            raise SystemExit(f"{name}: loss.warm_start_steps={warm} alone spends {flops_at(info, warm) / 1e15:.2f} "
+                             f"PFLOP, more than --budget-pflop {args.budget_pflop}")
+    steps = warm + int((budget_flops - flops_at(info, warm)) / info["step_flops"])
+    return {**info, "steps": max(args.evals, steps // args.evals * args.evals), "budget_pflop": args.budget_pflop}
 
 
 def train(args, name: str, cache: Path) -> dict:
@@ -129,10 +155,7 @@ def train(args, name: str, cache: Path) -> dict:
     if info_path.exists():
         info = json.loads(info_path.read_text())
     else:
-        flops = step_flops(model_config(args, name, cache), Path(args.out) / "flops" / name)
-        steps = int(args.budget_pflop * 1e15 / flops) // args.evals * args.evals  # every eval point a checkpoint
-        info = {"step_flops": flops, "steps": max(args.evals, steps), "budget_pflop": args.budget_pflop,
-                "finished": False}
+        info = {**budget(args, name, cache), "finished": False}
         run_dir.mkdir(parents=True, exist_ok=True)
         info_path.write_text(json.dumps(info, indent=2))  # an unfinished run can be reported as far as it got
     cfg = model_config(args, name, cache, info["steps"])
@@ -262,7 +285,7 @@ def main(argv=None) -> int:
         for ckpt in list_checkpoints(out / "runs" / name):
             step = int(ckpt.name.split("-")[1])
             point = cached_evaluation(out / "eval" / f"{name}-{ckpt.name}", ckpt, train_images, test_images, args)
-            point.update(step=step, pflop=step * info["step_flops"] / 1e15)
+            point.update(step=step, pflop=flops_at(info, step) / 1e15)
             curve.append(point)
         results[name] = {"budget": info, "curve": curve}
     points = common_points(results)

@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality  # noqa: E402
 
@@ -32,3 +34,24 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     before = (tmp_path / "runs" / "vae" / "log.jsonl").read_text()
     assert quality.main([*args, "--no-train"]) == 0
     assert (tmp_path / "runs" / "vae" / "log.jsonl").read_text() == before
+
+
+def test_warm_start_steps_are_charged_at_a_vae_steps_cost(celeba_root, tmp_path):
+    """loss.warm_start_steps: the budget charges those steps what they cost (no discriminator),
+    so the run gets more steps for the same FLOPs, and a warm start larger than the budget is refused."""
+    def args(*sets):
+        tiny = [a for o in TINY for a in ("--set", f"vaegan:{o}")]
+        return quality.parse_args(["--out", str(tmp_path), "--root", str(celeba_root), "--resolution", "32",
+                                   "--budget-pflop", "0.002", "--evals", "2", *tiny,
+                                   *(a for s in sets for a in ("--set", s))])
+    cache = quality.caches(args())["train"]
+    plain = quality.budget(args(), "vaegan", cache)
+    warm = quality.budget(args("vaegan:loss.warm_start_steps=20"), "vaegan", cache)
+    assert warm["warm_steps"] == 20 and warm["warm_step_flops"] < warm["step_flops"] / 2
+    assert warm["step_flops"] == plain["step_flops"]
+    assert abs(quality.flops_at(warm, warm["steps"]) - 0.002e15) <= 2 * warm["step_flops"]
+    assert warm["steps"] > plain["steps"]
+    assert quality.flops_at(warm, 10) == 10 * warm["warm_step_flops"]
+    too_long = int(0.002e15 / warm["warm_step_flops"]) + 1
+    with pytest.raises(SystemExit, match="warm_start_steps"):
+        quality.budget(args(f"vaegan:loss.warm_start_steps={too_long}"), "vaegan", cache)

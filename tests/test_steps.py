@@ -123,3 +123,35 @@ def test_vae_step_trains_encoder_and_decoder_on_pixels(tmp_path):
     logs = tr.update(x, tr.noise, tr.step, sync=False).logs
     assert logs["loss/total"].item() == pytest.approx(logs["loss/recon"].item() + logs["loss/kl"].item(), rel=1e-5)
     assert all(p.grad is not None for n in tr.nets for p in tr.nets[n].parameters())
+
+
+def test_warm_start_trains_the_vaegan_as_the_plain_vae(tmp_path):
+    """loss.warm_start_steps: before it the encoder and decoder get exactly the plain VAE's
+    gradients (pixel likelihood + KL) and the discriminator neither learns nor moves; from it on
+    the VAE-GAN iteration runs."""
+    tr = _trainer(tmp_path, "loss.warm_start_steps=2", "loss.pixel_weight=1.0")
+    x = _batch(tr)
+    nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}
+    result = tr.update(x, tr.noise, 0, sync=False)
+    assert "loss/recon" in result.logs and "loss/dis" not in result.logs
+    assert result.paused == ("discriminator",)
+    assert all(p.grad is None for p in tr.nets["discriminator"].parameters())
+    posterior = nets["encoder"](x)
+    vae = steps.vae_losses(posterior, nets["decoder"](posterior.sample(result.noise["eps"])), x, tr.cfg.loss, 0.7)
+    for name in ("encoder", "decoder"):
+        expected = torch.autograd.grad(vae["loss/total"], list(nets[name].parameters()), retain_graph=True)
+        for g, e in zip(_grads(tr.nets[name]), expected):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+    for opt in tr.opts.values():
+        opt.zero_grad(set_to_none=True)
+
+    d_before = [p.detach().clone() for p in tr.nets["discriminator"].parameters()]
+    batch = torch.stack([tr.dataset[i] for i in range(tr.local_batch)])
+    logs = tr.train_step(batch)  # step 0: warm
+    assert "loss/dis" not in logs and logs["grad_norm/discriminator"] == 0.0
+    assert all(torch.equal(a, p) for a, p in zip(d_before, tr.nets["discriminator"].parameters()))
+    assert not tr.opts["discriminator"].state  # no Adam/RMSprop moments from the warm start
+    tr.train_step(batch)  # step 1: warm
+    logs = tr.train_step(batch)  # step 2: the VAE-GAN
+    assert logs["train/dis_updated"] == 1.0 and "loss/dis_l" in logs
+    assert not all(torch.equal(a, p) for a, p in zip(d_before, tr.nets["discriminator"].parameters()))

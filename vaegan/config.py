@@ -70,6 +70,7 @@ class LossConfig:
     adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
     adaptive_weight_max: float = 1e4
     adv_start_step: int = 0  # the decoder gets no adversarial term before this step (the discriminator trains from step 0)
+    warm_start_steps: int = 0  # VAE-GAN: the first N steps train encoder and decoder as the plain VAE (loss.recon + KL; no discriminator, at a VAE step's cost)
     kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these steps
     equilibrium: bool = False  # Larsen's released code: skip updates of a side that is too far ahead
     equilibrium_target: float = 0.68  # target discriminator BCE (about ln 2)
@@ -241,7 +242,7 @@ POSITIVE = (  # > 0
 NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_checkpoints it keeps all
     "data.crop", "data.seed", "model.dis_width",
     "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.adv_start_step",
-    "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
+    "loss.warm_start_steps", "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
     "optim.lr_dis", "optim.weight_decay", "optim.grad_clip",
     "train.seed", "train.sample_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.eval_every_steps",

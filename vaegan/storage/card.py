@@ -303,6 +303,8 @@ def _loss_rows(cfg: Config, loss: dict) -> list[tuple[str, str]]:
         " x adaptive" if loss.get("adaptive_weight") else "")
     rows += [("reconstruction loss", rec), ("gamma (decoder's weight on rec)", str(loss.get("gamma"))),
              ("adversarial loss", adv), ("discriminator's fakes", str(loss.get("fake_sources")))]
+    if loss.get("warm_start_steps"):
+        rows.append(("VAE warm start", f"first {loss['warm_start_steps']} steps as the plain VAE"))
     if loss.get("adv_start_step"):
         rows.append(("adversarial start step", str(loss["adv_start_step"])))
     if loss.get("dis_augment"):

@@ -202,7 +202,11 @@ class Update:
     def __call__(self, x: torch.Tensor, noise: Noise, step: int, sync: bool = True) -> Result:
         """Backward of one micro-batch x: (B, 3, R, R) in [-1, 1] at training step ``step``; with
         ``sync`` (the last micro-batch of a step) also the optimizer steps and zeroed gradients."""
-        result = self.vaegan_backward(x, noise, step) if self.is_gan else self.vae_backward(x, noise, step)
+        if self.is_gan and step >= self.cfg.loss.warm_start_steps:
+            result = self.vaegan_backward(x, noise, step)
+        else:  # the plain VAE, or the VAE-GAN's warm start (its discriminator neither runs nor learns)
+            result = self.vae_backward(x, noise, step)
+            result.paused = ("discriminator",) if self.is_gan else ()
         if not sync:
             return result
         if result.finite:
