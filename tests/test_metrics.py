@@ -403,6 +403,9 @@ def test_download_free_metrics_do_not_import_torch_fidelity():
     # ... while the torch-fidelity names stay reachable from the package, imported on first use.
     assert M.compute_fid is vaegan.metrics.fid.compute_fid
     assert M.MissingWeightsError is vaegan.metrics.features.MissingWeightsError
+    for name in M.__all__:  # every public name resolves, the errors a caller catches included
+        assert getattr(M, name) is not None, name
+    assert M.InceptionWeightsMismatch is vaegan.metrics.features.InceptionWeightsMismatch
 
 
 def test_evaluation_reads_a_folder_as_training_does(tmp_path):

@@ -27,8 +27,8 @@ from vaegan.metrics.swd import compute_swd
 # vaegan.metrics or a download-free metric does not import torch-fidelity.
 _LAZY = {
     **dict.fromkeys(
-        ("INCEPTION_FILE", "INCEPTION_URL", "FeatureExtractor", "MissingWeightsError", "default_cache_dir",
-         "extract_features", "make_extractor", "reference_stats", "register_random_extractor",
+        ("INCEPTION_FILE", "INCEPTION_URL", "FeatureExtractor", "InceptionWeightsMismatch", "MissingWeightsError",
+         "default_cache_dir", "extract_features", "make_extractor", "reference_stats", "register_random_extractor",
          "resolve_inception_weights"),
         "features",
     ),
@@ -56,6 +56,7 @@ __all__ = [
     "INCEPTION_FILE",
     "INCEPTION_URL",
     "FeatureExtractor",
+    "InceptionWeightsMismatch",
     "MissingWeightsError",
     "compute_feature_metrics",
     "compute_fid",
