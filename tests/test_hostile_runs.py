@@ -18,7 +18,7 @@ from safetensors import safe_open
 
 from vaegan.cli import main
 from vaegan.storage.checkpoint import resolve_checkpoint, save_checkpoint
-from vaegan.storage.state import load_state
+from vaegan.storage.state import load_state, save_state
 from vaegan.training import losses
 from vaegan.training.trainer import Trainer, TrainingDiverged
 
@@ -299,6 +299,22 @@ def test_hostile_state_json_is_one_clear_error_before_anything_is_built(tmp_path
         assert main(argv) == 2, argv
         assert re.search(expected, _error(capsys)), argv
     assert _snapshot(run) == before and not (tmp_path / "e").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_optimizer_state_of_the_wrong_shape_is_refused_on_resume(tmp_path, capsys):
+    run = _trained(tmp_path, "train.max_steps=1")
+    folder = resolve_checkpoint(run)
+    state = load_state(folder)
+    moments = state["optimizers"]["decoder"]["state"]
+    key = next(k for k, v in moments[0].items() if torch.is_tensor(v) and v.dim() > 0)
+    moments[0][key] = moments[0][key].flatten()[:5].clone()
+    save_state(state, folder)
+    before = _snapshot(run)
+    assert main(["train", "--resume", str(run), "train.max_steps=2"]) == 2
+    err = _error(capsys)
+    assert re.search(rf"state\.json: cannot resume .*optimizers\.decoder: state '{key}' of parameter 0 has shape "
+                     r"\(5,\), the parameter \(\d+, \d+\)", err), err
+    assert _snapshot(run) == before
 
 
 def _on_meta() -> bool:

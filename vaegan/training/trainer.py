@@ -204,6 +204,7 @@ class Trainer:
         for k, net in self.nets.items():
             acc.unwrap_model(net).load_state_dict(state["models"][k])
             self.opts[k].load_state_dict(state["optimizers"][k])
+            _check_optimizer_state(k, self.opts[k])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and "scaler" in state:
@@ -440,6 +441,16 @@ def tracker_config(cfg: Config) -> dict:
         for key, value in values.items():
             flat[f"{section}.{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
     return flat
+
+
+def _check_optimizer_state(name: str, opt: torch.optim.Optimizer) -> None:
+    """load_state_dict checks the parameter counts only: a moment of another shape would fail at
+    the first step (or broadcast silently)."""
+    for i, p in enumerate(q for group in opt.param_groups for q in group["params"]):
+        for key, value in opt.state.get(p, {}).items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                raise ValueError(f"optimizers.{name}: state {key!r} of parameter {i} has shape {tuple(value.shape)}, "
+                                 f"the parameter {tuple(p.shape)}")
 
 
 class RunLog:
