@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quickstart: set up, train the plain-VAE baseline and the Larsen VAE-GAN on the built-in
+# Quickstart: set up, train the plain-VAE baseline and the recommended VAE-GAN on the built-in
 # procedural faces (no download), then compare them. About 7 minutes on a 2-core CPU, install included.
 #   OUT   where the runs go (default: runs/quickstart-<time>)
 set -euo pipefail

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from vaegan.config import Config, ConfigError, from_dict, load_config, parse_override
@@ -68,10 +70,16 @@ def test_celeba_needs_a_root():
         load_config(None, ["data.dataset=celeba"])
 
 
-@pytest.mark.parametrize("name", ["celeba64_vaegan", "celeba64_vae", "quickstart_vaegan", "quickstart_vae"])
-def test_presets_load(name):
-    from pathlib import Path
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
+
+def test_every_preset_is_tested():
+    assert {"celeba64_vaegan", "celeba64_vaegan_plus", "celeba64_vae", "quickstart_vaegan",
+            "quickstart_vaegan_larsen", "quickstart_vae"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_load(name):
     path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
     overrides = ["data.root=/some/celeba"] if name.startswith("celeba") else []
     cfg = load_config(path, overrides)
