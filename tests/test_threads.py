@@ -1,4 +1,5 @@
 """The CPU thread policy: usable CPUs, worker and thread counts, the tuner and the slowdown detector."""
+import pytest
 import torch
 
 from vaegan import threads
@@ -69,14 +70,24 @@ def test_tuner_is_off_with_one_thread():
     assert tuner.candidates == [1] and _drive(tuner, lambda t: 5.0, 30) == []
 
 
-def test_slowdown_is_reported_once_with_the_override():
-    detector = SlowdownDetector(window=5, factor=2.0, patience=2)
-    notes = [detector.observe(1.0) for _ in range(20)]
-    notes += [detector.observe(2.5) for _ in range(9)]
-    assert not any(notes)  # 1.8 windows: not sustained yet
-    notes = [detector.observe(2.5) for _ in range(40)]
+@pytest.mark.parametrize("threads", [2, 1])
+def test_slowdown_is_reported_once_with_the_override(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        detector = SlowdownDetector(window=5, factor=2.0, patience=2)
+        notes = [detector.observe(1.0) for _ in range(20)]
+        notes += [detector.observe(2.5) for _ in range(9)]
+        assert not any(notes)  # 1.8 windows: not sustained yet
+        notes = [detector.observe(2.5) for _ in range(40)]
+    finally:
+        torch.set_num_threads(before)
     said = [n for n in notes if n]
-    assert len(said) == 1 and "2.5x slower" in said[0] and "train.threads" in said[0]
+    assert len(said) == 1 and "2.5x slower" in said[0]
+    if threads > 1:
+        assert "set train.threads (now 2) lower" in said[0]
+    else:  # nothing to lower: the advice must not be to set what is already set
+        assert "train.threads" not in said[0] and "already uses one thread" in said[0]
 
 
 def test_trainer_logs_its_choice(tmp_path, capsys):

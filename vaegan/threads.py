@@ -124,10 +124,13 @@ class SlowdownDetector:
         if self.slow_windows < self.patience or self.reported:
             return None
         self.reported = True
+        threads = torch.get_num_threads()
+        advice = ("On a CPU, fewer threads suffer less from that: set train.threads (now "
+                  f"{threads}) lower, e.g. train.threads=1, or free the cores." if threads > 1 else
+                  "This run already uses one thread: free the cores.")
         return (f"steps are {median / self.best:.1f}x slower than this run's best ({median:.2f} s vs "
                 f"{self.best:.2f} s per step) for {self.patience * self.window} steps: another process is "
-                f"probably using this machine's cores. On a CPU, fewer threads suffer less from that: "
-                f"set train.threads (now {torch.get_num_threads()}) lower, e.g. train.threads=1, or free the cores.")
+                f"probably using this machine's cores. {advice}")
 
 
 class ThreadTuner:
