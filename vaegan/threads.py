@@ -177,9 +177,14 @@ class ThreadTuner:
         if self.queue or self.threads not in self.results:
             return self._trial_step(median, step)
         if median > self.factor * self.expected or self.steps_since_trial >= self.recheck_steps:
-            self.queue, self.results = list(self.candidates), {}  # measure every candidate again
-            self._set(self.queue.pop(0))
+            self.remeasure()
         return None
+
+    def remeasure(self) -> None:
+        """Time every candidate again from the next step (the machine's load or the step changed)."""
+        if len(self.candidates) > 1:
+            self.queue, self.results = list(self.candidates), {}
+            self._set(self.queue.pop(0))
 
     def _trial_step(self, median: float, step: int) -> str | None:
         self.results[self.threads] = median

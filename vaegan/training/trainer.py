@@ -379,11 +379,16 @@ class Trainer:
                 "nonfinite_total": self.nonfinite_total}
 
     def _watch_speed(self, seconds: float, log: "RunLog") -> None:
-        """Feed one step's time to the thread tuner and the slowdown detector; say what they decide."""
+        """Feed one step's time to the thread tuner and the slowdown detector; say what they decide.
+        Both start over when a VAE-GAN's warm start ends: its steps cost more from then on."""
         for note in (self.thread_tuner.observe(seconds, self.step) if self.thread_tuner else None,
                      self.slowdown.observe(seconds)):
             if note:
                 log.note(self.step, note)
+        if "discriminator" in self.nets and self.step == self.cfg.loss.warm_start_steps > 0:  # a dearer step next
+            self.slowdown = SlowdownDetector()
+            if self.thread_tuner:
+                self.thread_tuner.remeasure()
 
     def _periodic(self, log: "RunLog") -> None:
         """Sample grids, evaluation and checkpoints when their step counts come round."""
