@@ -67,6 +67,11 @@ def build_networks(cfg: Config, device: torch.device, memory_format: torch.memor
     return {k: v.to(device, memory_format=memory_format) for k, v in nets.items()}
 
 
+def learning_rate(cfg: Config, network: str) -> float:
+    """optim.lr, or optim.lr_dis for the discriminator when it is set."""
+    return (cfg.optim.lr_dis or cfg.optim.lr) if network == "discriminator" else cfg.optim.lr
+
+
 def build_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=cfg.alpha, eps=cfg.eps,
@@ -111,8 +116,7 @@ class Trainer:
         # wrapper would skip steps while accumulating), EMA.
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         nets = build_networks(cfg, self.device, self.memory_format)
-        self.opts = {k: build_optimizer(v.parameters(), cfg.optim, cfg.optim.lr_dis or cfg.optim.lr
-                                        if k == "discriminator" else cfg.optim.lr) for k, v in nets.items()}
+        self.opts = {k: build_optimizer(v.parameters(), cfg.optim, learning_rate(cfg, k)) for k, v in nets.items()}
         self.nets = dict(zip(nets, acc.prepare(*nets.values())))
         self.ema = EMA({k: acc.unwrap_model(self.nets[k]) for k in ("encoder", "decoder")}, t.ema_decay) \
             if t.ema_decay > 0 else None
@@ -233,8 +237,7 @@ class Trainer:
                                  f"what this run's config needs ({type(e).__name__}: {e})") from None
             for name, opt in self.opts.items():
                 for group in opt.param_groups:
-                    group["lr"] = self.cfg.optim.lr_dis or self.cfg.optim.lr if name == "discriminator" \
-                        else self.cfg.optim.lr
+                    group["lr"] = learning_rate(self.cfg, name)
             self._saved_step, saved, start = self.step, state["config"], f"from {folder} (step {self.step})"
         else:  # compared with the config the stopped attempt was started with
             try:
