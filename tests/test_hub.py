@@ -7,6 +7,7 @@ checked with the library's functions replaced.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -109,6 +110,11 @@ def test_every_command_takes_hf_checkpoints(hub_cache, tmp_path):
     assert main(["export", "--checkpoint", "hf://alice/faces", "--out", str(out / "exp")]) == 0
     assert torch.equal(_decode(load_pretrained(out / "exp").vae), _decode(load_pretrained(hub_cache["main"]).vae))
     assert "hf://alice/faces" in (out / "exp" / "README.md").read_text()
+    # The evaluation commands take Hub models beside local folders (named after the repo).
+    assert main(["summarize", "--runs", "hf://alice/faces@v1", str(out / "exp"), "--num-images", "16",
+                 "--out", str(out / "summary")]) == 0
+    runs = json.loads((out / "summary" / "metrics.json").read_text())["runs"]
+    assert list(runs) == ["faces", "exp"] and runs["faces"]["path"] == "hf://alice/faces@v1"
 
 
 def test_missing_repo_revision_or_weights_are_clear_errors(hub_cache, tmp_path, capsys):

@@ -37,6 +37,7 @@ from vaegan.metrics import (
 from vaegan.metrics.quick import image_metrics, load_images
 from vaegan.metrics.features import INCEPTION
 from vaegan.errors import InputError, MissingFileError
+from vaegan.storage.hub import is_hub_source, parse_hub_source
 from vaegan.storage.pretrained import load_pretrained
 from vaegan.evaluation.report import summary_table
 
@@ -202,9 +203,16 @@ def evaluate_model(model, reference: Reference, protocol: Protocol,
     return metrics, samples[:PREVIEW_IMAGES], reconstructions[:PREVIEW_IMAGES]
 
 
-def _default_names(paths: list[Path], kinds: list[str]) -> list[str]:
-    """Folder names if they differ, else model kinds if those do, else run1, run2, ..."""
-    for names in ([p.name for p in paths], kinds):
+def _source_name(source: str | Path) -> str:
+    """A run's short name: its folder's name, or a Hub model's repo name."""
+    if is_hub_source(source):
+        return parse_hub_source(source)[0].split("/")[-1]
+    return Path(source).name
+
+
+def _default_names(paths: list[str | Path], kinds: list[str]) -> list[str]:
+    """Folder (or Hub repo) names if they differ, else model kinds if those do, else run1, run2, ..."""
+    for names in ([_source_name(p) for p in paths], kinds):
         if len(set(names)) == len(names):
             return names
     return [f"run{i + 1}" for i in range(len(paths))]
@@ -235,12 +243,12 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
     FID/KID/PR are skipped and ``Comparison.feature_note`` says why; ``with_features=False``
     skips them on purpose.
     """
-    paths = [Path(p) for p in run_dirs]
+    paths = [p if is_hub_source(p) else Path(p) for p in run_dirs]  # hf://OWNER/NAME stays a string
     if not paths:
         raise InputError("give at least one run, checkpoint or export folder to compare")
     if names is not None and len(names) != len(paths):
         raise InputError(f"--names gives {len(names)} names for {len(paths)} runs")
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in paths if not is_hub_source(p) and not p.exists()]
     if missing:  # before minutes of work on the runs that do exist
         raise MissingFileError(f"run, checkpoint or export folder not found: {', '.join(missing)}")
     # Every model is loaded (and so checked: a folder without a checkpoint, weights that do not fit
