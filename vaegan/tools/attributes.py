@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from pathlib import Path
 
 import torch
@@ -143,8 +142,7 @@ def attribute_to_file(checkpoint: str | Path, attr: str | None = None, out: str 
     from vaegan.storage.pretrained import load_pretrained
 
     check_limit(limit)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise InputError(f"--n must be a whole number of images, at least 1, got {n!r}")
+    check_limit(n, "--n")
     if not alphas or not all(math.isfinite(a) for a in alphas):
         raise InputError(f"--alpha needs one or more finite numbers, got {list(alphas)}")
     if out is not None:
