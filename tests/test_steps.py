@@ -155,3 +155,16 @@ def test_warm_start_trains_the_vaegan_as_the_plain_vae(tmp_path):
     logs = tr.train_step(batch)  # step 2: the VAE-GAN
     assert logs["train/dis_updated"] == 1.0 and "loss/dis_l" in logs
     assert not all(torch.equal(a, p) for a, p in zip(d_before, tr.nets["discriminator"].parameters()))
+
+
+@pytest.mark.parametrize("target,paused", [(2.0, True), (0.68, False)])
+def test_r1_is_computed_only_when_the_discriminator_trains(tmp_path, monkeypatch, target, paused):
+    """The equilibrium rule pausing the discriminator also skips R1's double backward."""
+    tr = _trainer(tmp_path, "loss.r1_gamma=1.0", "loss.r1_every_steps=1", "loss.equilibrium=true",
+                  f"loss.equilibrium_target={target}", "loss.equilibrium_margin=0.3")
+    calls = []
+    original = losses.r1_penalty
+    monkeypatch.setattr(losses, "r1_penalty", lambda *a: calls.append(1) or original(*a))
+    result = tr.update(_batch(tr), tr.noise, tr.step, sync=False)
+    assert ("discriminator" in result.paused) is paused
+    assert ("dis/r1" in result.logs) is (not paused) and len(calls) == int(not paused)

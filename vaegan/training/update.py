@@ -89,16 +89,11 @@ def vaegan_forward(encoder, decoder, discriminator, x: torch.Tensor, eps: torch.
     )
 
 
-def discriminator_loss(fwd: Forward, cfg: LossConfig, r1_weight: float = 0.0) -> dict[str, torch.Tensor]:
-    """The GAN loss, plus ``r1_weight`` times the R1 penalty when the forward ran with ``r1``."""
+def discriminator_loss(fwd: Forward, cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """The GAN loss and the discriminator's diagnostics (R1: :func:`add_r1`)."""
     d = losses.d_loss(fwd.logits_real, fwd.logits_fake, cfg.adversarial)
-    extra = {}
-    if r1_weight > 0:
-        extra["dis/r1"] = losses.r1_penalty(fwd.logits_real, fwd.real_input)
-        d = d + r1_weight * extra["dis/r1"]
     bce_real, bce_fake = losses.bce_real_fake(fwd.logits_real.detach(), fwd.logits_fake.detach())
     return {
-        **extra,
         "loss/dis": d,
         "dis/bce_real": bce_real,
         "dis/bce_fake": bce_fake,
@@ -107,6 +102,12 @@ def discriminator_loss(fwd: Forward, cfg: LossConfig, r1_weight: float = 0.0) ->
         "dis/logit_real": fwd.logits_real.detach().float().mean(),
         "dis/logit_fake": fwd.logits_fake.detach().float().mean(),
     }
+
+
+def add_r1(logs: dict[str, torch.Tensor], fwd: Forward, r1_weight: float) -> None:
+    """Add ``r1_weight`` times the R1 penalty to loss/dis (the forward must have run with ``r1``)."""
+    logs["dis/r1"] = losses.r1_penalty(fwd.logits_real, fwd.real_input)
+    logs["loss/dis"] = logs["loss/dis"] + r1_weight * logs["dis/r1"]
 
 
 def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[str, torch.Tensor]:
@@ -243,11 +244,16 @@ class Update:
             fwd = vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"], x,
                                  drawn["eps"], drawn["z_prior"], lc.fake_sources, detach_fakes=True,
                                  augment_params=aug, r1=r1_weight > 0)
-            logs = discriminator_loss(fwd, lc, r1_weight)
+            logs = discriminator_loss(fwd, lc)
             logs.update(generator_losses(fwd, lc, kl_w))
         if not self.all_finite(logs):
             return Result(logs, False, noise=drawn)
         train_dis, adv_on = balance(logs, lc, step)
+        if train_dis and r1_weight > 0:  # not on steps the equilibrium rule pauses the discriminator
+            with self.autocast():
+                add_r1(logs, fwd, r1_weight)
+            if not self.all_finite(logs):
+                return Result(logs, False, noise=drawn)
         logs["train/dis_updated"] = torch.tensor(float(train_dis))
         gan_grads_at_fakes = self.discriminator_backward(fwd, logs["loss/dis"], train_dis)
         logs["weight/adv"] = self.generator_backward(fwd, logs, kl_w, adv_on, gan_grads_at_fakes)
