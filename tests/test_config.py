@@ -38,6 +38,9 @@ def test_bad_type_and_bad_choice():
         load_config(None, ["loss.adversarial=wgan"])
     with pytest.raises(ConfigError, match="train.batch_size.*> 0"):
         load_config(None, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"loss.dis_augment.*\['blur'\].*color, translation, cutout"):
+        load_config(None, ["loss.dis_augment=color,blur"])
+    assert load_config(None, ["loss.dis_augment=color, translation"]).loss.dis_augment  # spaces as augment.parse reads them
 
 
 def test_bad_yaml_file(tmp_path):

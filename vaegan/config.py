@@ -130,6 +130,8 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
 
+DIS_AUGMENT_KINDS = ("color", "translation", "cutout")  # loss.dis_augment's vocabulary (vaegan.training.augment)
+
 CHOICES = {
     "data.dataset": ("faces", "celeba", "folder"),
     "data.split": ("train", "val", "test", "all"),
@@ -272,10 +274,10 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"config key '{key}': must be {rule}, got {value!r}")
     if cfg.model.logvar_min >= cfg.model.logvar_max:
         raise ConfigError("config keys 'model.logvar_min' < 'model.logvar_max' required")
-    bad_aug = set(filter(None, cfg.loss.dis_augment.split(","))) - {"color", "translation", "cutout"}
+    bad_aug = {k.strip() for k in cfg.loss.dis_augment.split(",") if k.strip()} - set(DIS_AUGMENT_KINDS)
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
-                          f"give a comma list of color, translation, cutout")
+                          f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
     if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
         raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:
