@@ -155,6 +155,7 @@ def _format_report(report: dict) -> str:
 def register(sub) -> None:
     """Add this group's subcommands to the vaegan parser."""
     _register_generation(sub)
+    _register_distribution(sub)
     _register_compression(sub)
     _register_analysis(sub)
 
@@ -178,27 +179,6 @@ def _register_generation(sub) -> None:
     p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fit_prior)
-
-    p = sub.add_parser("export", help="write model.safetensors + config.json for use without training code")
-    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--out", required=True, help="export folder")
-    p.add_argument("--with-discriminator", action="store_true", help="also export the discriminator")
-    p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA exists")
-    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx and decoder.onnx")
-    p.add_argument("--metrics", metavar="FILE", help="metrics.json of 'vaegan fid --out' or 'vaegan compare' for the "
-                                                      "model card (default: the run folder's metrics.json, if any)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("push", help="upload an export folder to a Hugging Face Hub model repo",
-                       description="Upload an export folder (model card included) to the Hub model repo "
-                                   "OWNER/NAME, created if needed. Needs huggingface_hub (pip install "
-                                   "'vaegan[hub]') and a login (hf auth login, or HF_TOKEN).")
-    p.add_argument("--export", required=True, metavar="DIR", help="export folder written by 'vaegan export'")
-    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hub model repo")
-    p.add_argument("--private", action="store_true", help="create the repo private (if it does not exist yet)")
-    p.add_argument("--revision", metavar="BRANCH", help="branch to push to (created if missing; default: main)")
-    p.add_argument("--message", help="commit message")
-    p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("reconstruct", help="reconstruct images through the posterior mean")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
@@ -227,6 +207,28 @@ def _register_generation(sub) -> None:
     p.add_argument("--out", required=True, help="grid PNG: image, reconstruction, variations")
     p.set_defaults(func=cmd_variations)
 
+
+def _register_distribution(sub) -> None:
+    p = sub.add_parser("export", help="write model.safetensors + config.json for use without training code")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    p.add_argument("--out", required=True, help="export folder")
+    p.add_argument("--with-discriminator", action="store_true", help="also export the discriminator")
+    p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA exists")
+    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx and decoder.onnx")
+    p.add_argument("--metrics", metavar="FILE", help="metrics.json of 'vaegan fid --out' or 'vaegan compare' for the "
+                                                      "model card (default: the run folder's metrics.json, if any)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("push", help="upload an export folder to a Hugging Face Hub model repo",
+                       description="Upload an export folder (model card included) to the Hub model repo "
+                                   "OWNER/NAME, created if needed. Needs huggingface_hub (pip install "
+                                   "'vaegan[hub]') and a login (hf auth login, or HF_TOKEN).")
+    p.add_argument("--export", required=True, metavar="DIR", help="export folder written by 'vaegan export'")
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="Hub model repo")
+    p.add_argument("--private", action="store_true", help="create the repo private (if it does not exist yet)")
+    p.add_argument("--revision", metavar="BRANCH", help="branch to push to (created if missing; default: main)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=cmd_push)
 
 
 def _register_compression(sub) -> None:
