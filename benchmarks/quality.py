@@ -36,10 +36,9 @@ from vaegan.config import load_config  # noqa: E402
 from vaegan.data.cache import CachedImages, prepare, read_header  # noqa: E402
 from vaegan.data import build_dataset  # noqa: E402
 from vaegan.metrics.quick import image_metrics  # noqa: E402
-from vaegan.models.inference import reconstruct  # noqa: E402
 from vaegan.images import save_image  # noqa: E402
 from vaegan.models.gmm import fit_gmm  # noqa: E402
-from vaegan.models.inference import decode_latents, encode_images  # noqa: E402
+from vaegan.models.inference import decode_latents, encode_images, reconstruct  # noqa: E402
 from vaegan.metrics.swd import pyramid_resolutions  # noqa: E402
 from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
 from vaegan.storage.pretrained import load_pretrained  # noqa: E402
