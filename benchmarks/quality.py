@@ -39,7 +39,7 @@ from vaegan.metrics.quick import image_metrics  # noqa: E402
 from vaegan.images import save_image  # noqa: E402
 from vaegan.models.gmm import fit_gmm  # noqa: E402
 from vaegan.models.inference import decode_latents, encode_images, reconstruct  # noqa: E402
-from vaegan.metrics.swd import pyramid_resolutions  # noqa: E402
+from vaegan.metrics.swd import compute_swd, pyramid_resolutions  # noqa: E402
 from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
 from vaegan.storage.pretrained import load_pretrained  # noqa: E402
 from vaegan.evaluation.report import side_by_side  # noqa: E402
@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="RUN:KEY=VALUE",
                    help="config override for one run, e.g. vaegan-g01:loss.gamma=0.1 (repeatable)")
     p.add_argument("--num-images", type=int, default=660, help="test images (and samples) evaluated")
+    p.add_argument("--swd-draws", type=int, default=1,
+                   help="N(0, I) sample sets per evaluation: SWD is their mean, with its standard deviation "
+                        "across draws (the evaluation's own noise) as SWDx1e3_<level>_sd")
     p.add_argument("--gmm-components", type=int, default=10)
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
     p.add_argument("--device", default="cpu")
@@ -182,6 +185,8 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
     out = {}
     for prior, samples in (("normal", normal), ("gmm", mixture)):
         m = image_metrics(samples, recon, reference, seed=args.seed)
+        if prior == "normal" and args.swd_draws > 1:
+            m.update(swd_spread(vae, reference, m, args))
         m.update(grid_peak_ratio(samples, reference))
         m["pixel_fd"] = pixel_fd(samples, reference)
         m["recon_grid_peak_ratio"] = grid_peak_ratio(recon, reference)["grid_peak_ratio"]
@@ -193,10 +198,26 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
     return out
 
 
+def swd_spread(vae, reference: torch.Tensor, first: dict, args) -> dict:
+    """SWD of ``--swd-draws`` sets of N(0, I) samples (the first already in ``first``, drawn with
+    ``--seed``; the others with the next seeds): each level's mean and standard deviation."""
+    draws = [{k: v for k, v in first.items() if k.startswith("SWDx1e3_")}]
+    for seed in range(args.seed + 1, args.seed + args.swd_draws):
+        z = torch.randn(len(reference), vae.latent_dim, generator=torch.Generator().manual_seed(seed))
+        draws.append(compute_swd(decode_latents(vae, z), reference, seed=seed))
+    out = {}
+    for key in draws[0]:
+        values = torch.tensor([d[key] for d in draws], dtype=torch.float64)
+        out.update({key: values.mean().item(), f"{key}_sd": values.std().item()})
+    return out
+
+
 def cached_evaluation(path: Path, checkpoint: Path, train_images, test_images, args) -> dict:
     """``evaluate``, kept in PATH.json / PATH.safetensors so that a later report does not redo it
     (the protocol's arguments are part of the key)."""
     key = {k: getattr(args, k) for k in ("num_images", "gmm_components", "seed", "inception_weights")}
+    if args.swd_draws != 1:  # (evaluations cached before the option existed used one draw)
+        key["swd_draws"] = args.swd_draws
     meta, tensors = Path(f"{path}.json"), Path(f"{path}.safetensors")
     if meta.exists() and tensors.exists() and json.loads(meta.read_text())["key"] == key:
         return {**json.loads(meta.read_text())["metrics"], "images": load_file(str(tensors))}
@@ -234,9 +255,13 @@ def report(args, results: dict) -> str:
         for point in res["curve"]:
             m = point["normal"]
             lines.append(f"| {name} | {point['step']} | {point['pflop']:.2f} | "
-                         f"{' / '.join(f'{m[k]:.1f}' for k in swd)} | {m['hf_ratio']:.2f} | "
+                         f"{' / '.join(_mean_sd(m, k) for k in swd)} | {m['hf_ratio']:.2f} | "
                          f"{m['grid_peak_ratio']:.2f} | {m['psnr']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_sd(m: dict, key: str) -> str:
+    return f"{m[key]:.1f}" + (f" ± {m[key + '_sd']:.1f}" if key + "_sd" in m else "")
 
 
 def plot(results: dict, path: Path, resolution: int) -> None:

@@ -34,6 +34,15 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     before = (tmp_path / "runs" / "vae" / "log.jsonl").read_text()
     assert quality.main([*args, "--no-train"]) == 0
     assert (tmp_path / "runs" / "vae" / "log.jsonl").read_text() == before
+    # --swd-draws: SWD over several sample sets, the first being the one-draw evaluation's.
+    one = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["normal"]
+    assert quality.main([*args, "--no-train", "--swd-draws", "3"]) == 0
+    three = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["normal"]
+    for level in ("32", "16"):
+        mean, sd = three[f"SWDx1e3_{level}"], three[f"SWDx1e3_{level}_sd"]
+        assert sd > 0 and mean != one[f"SWDx1e3_{level}"]
+        assert abs(one[f"SWDx1e3_{level}"] - mean) <= sd * 2 / 3 ** 0.5 + 1e-9  # any of 3 values lies this near their mean
+    assert " ± " in capsys.readouterr().out
 
 
 def test_warm_start_steps_are_charged_at_a_vae_steps_cost(celeba_root, tmp_path):
