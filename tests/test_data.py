@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import time
@@ -18,6 +19,8 @@ from vaegan.config import DataConfig
 from vaegan.data import (CachedImages, CelebA, Faces, ImageFolder, build_dataset, describe,
                          prepare, read_header)
 from vaegan.data import cache as cache_module
+from vaegan.data.cache import header_path
+from vaegan.images import READER_VERSION
 
 CELEBA = Path(__file__).parents[1].parent / "shared" / "data" / "celeba-subset"
 needs_celeba = pytest.mark.skipif(not CELEBA.is_dir(), reason=f"shared CelebA subset not found at {CELEBA}")
@@ -383,6 +386,23 @@ def test_cache_celeba_skips_and_keeps_labels_aligned(tiny_celeba, tmp_path):
     assert cached.attributes.tolist() == [[1, -1], [-1, 1], [0, 0]]
     assert cached.identities.tolist() == [10, 11, 11]
     assert cached.attr_names == ["Smiling", "Eyeglasses"]
+
+
+def test_cache_from_an_older_image_reader_is_refused(tiny_celeba, tmp_path):
+    """A cache records the reader version that decoded its files; one made by an older reader
+    (which read some files into other pixels) is refused with what to do, while a cache of the
+    drawn faces, which no reader touches, stays valid."""
+    path = tmp_path / "c.u8"
+    header = prepare(CelebA(tiny_celeba, "train", resolution=32), path, progress=False)
+    assert header["reader"] == READER_VERSION
+    old = {k: v for k, v in header.items() if k != "reader"}  # as written before the version was recorded
+    header_path(path).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"c\.u8 was prepared by image reader version 1.*16-bit.*run prepare again"):
+        CachedImages(path)
+    faces = tmp_path / "faces.u8"
+    header = prepare(Faces(4, 32, seed=0), faces, progress=False)
+    header_path(faces).write_text(json.dumps({k: v for k, v in header.items() if k != "reader"}))
+    assert len(CachedImages(faces)) == 4
 
 
 def test_cache_interrupted_prepare_keeps_old_cache(tmp_path, monkeypatch):

@@ -43,6 +43,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+# The image reader's version, kept in prepared caches' headers: bump it whenever load_image or
+# crop_resize turns some file into different pixels, so that caches made by the old reader are
+# refused rather than silently used. 2: 16-bit grayscale and transparent images read right.
+READER_VERSION = 2
+READER_CHANGES = {2: "16-bit grayscale PNGs came out clipped (mostly white) and transparent parts kept the colour stored under them"}
+
+
 # Modes holding more than 8 bits per sample: PNG's 16-bit grayscale opens as I;16 (or I;16B, or
 # 32-bit I from older decoders). Their values run over 0..65535 and are scaled to 0..255.
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")

@@ -3,7 +3,8 @@
 A cache at ``PATH`` is three files:
 
     PATH              raw uint8 pixels, shape (N, 3, R, R), C order, no header
-    PATH.json         header: shape, source description and content key, attribute names, bad files
+    PATH.json         header: shape, source description and content key, the image reader's version
+                      (vaegan.images.READER_VERSION: an older one is refused), attribute names, bad files
     PATH.labels.npz   optional: ``attributes`` float32 (N, A) and/or ``identities`` int64 (N,)
 
 The header is written last and removed first, so a cache is complete exactly when its header
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from vaegan.errors import InputError, MissingFileError
 from vaegan.files import atomic_path, write_text_atomic
+from vaegan.images import READER_CHANGES, READER_VERSION
 
 FORMAT = "vaegan-uint8-cache-v1"
 
@@ -115,6 +117,7 @@ def prepare(dataset, path: str | Path, num_workers: int | None = None, batch_siz
         "dtype": "uint8",
         "resolution": r,
         "source": dataset.source(),
+        "reader": READER_VERSION,
         "description": dataset.describe(),
         "content_key": _content_key(dataset),
         "attr_names": list(getattr(dataset, "attr_names", None) or []) if "attributes" in labels else [],
@@ -143,6 +146,12 @@ def read_header(path: str | Path) -> dict:
         raise InputError(f"cache header {hpath} is not valid JSON: {e}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise InputError(f"cache header {hpath}: expected format {FORMAT!r}, got {header.get('format')!r}")
+    reader = header.get("reader", 1)  # caches from before the version was recorded: the first reader
+    if header.get("source", {}).get("dataset") != "faces" and reader < READER_VERSION:  # (faces are drawn, not read)
+        changes = "; ".join(READER_CHANGES[v] for v in range(reader + 1, READER_VERSION + 1))
+        raise InputError(f"cache {path} was prepared by image reader version {reader}, and this vaegan reads "
+                         f"image files with version {READER_VERSION} (since then: {changes}); run prepare "
+                         f"again to rebuild it from the source images")
     size = int(np.prod(header["shape"]))
     actual = path.stat().st_size if path.is_file() else None
     if actual != size:
