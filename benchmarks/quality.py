@@ -17,7 +17,10 @@ pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--incept
 Writes OUT/quality.json, OUT/quality.md (the table), OUT/curves.png (metrics against compute),
 OUT/samples.png and OUT/recon.png (both models side by side). Runs resume: a finished model is
 not trained again, so ``--models vae`` and ``--models vaegan`` can run as two processes (one
-thread each) and a last call without training writes the report.
+thread each) and a last call without training writes the report. A larger ``--budget-pflop``
+continues a finished run from its last checkpoint, with ``--evals`` points over the new budget
+(``--budget-pflop 1 --evals 2``, then ``--budget-pflop 2 --evals 4``: the points fall at 0.5, 1.0,
+1.5 and 2.0 PFLOP).
 """
 from __future__ import annotations
 
@@ -147,8 +150,14 @@ def budget(args, name: str, cache: Path) -> dict:
         if flops_at(info, warm) >= budget_flops:
             raise SystemExit(f"{name}: loss.warm_start_steps={warm} alone spends {flops_at(info, warm) / 1e15:.2f} "
                              f"PFLOP, more than --budget-pflop {args.budget_pflop}")
-    steps = warm + int((budget_flops - flops_at(info, warm)) / info["step_flops"])
-    return {**info, "steps": max(args.evals, steps // args.evals * args.evals), "budget_pflop": args.budget_pflop}
+    return {**info, "steps": budget_steps(args, info), "budget_pflop": args.budget_pflop}
+
+
+def budget_steps(args, info: dict) -> int:
+    """The steps of ``info``'s run that spend ``--budget-pflop``, a multiple of ``--evals``."""
+    warm = info.get("warm_steps", 0)
+    steps = warm + int((args.budget_pflop * 1e15 - flops_at(info, warm)) / info["step_flops"])
+    return max(args.evals, steps // args.evals * args.evals)
 
 
 def train(args, name: str, cache: Path) -> dict:
@@ -156,6 +165,9 @@ def train(args, name: str, cache: Path) -> dict:
     info_path = run_dir / "budget.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
+        if args.budget_pflop > info["budget_pflop"] * 1.001 and not args.no_train:  # a larger budget: go on
+            info.update(steps=budget_steps(args, info), budget_pflop=args.budget_pflop, finished=False)
+            info_path.write_text(json.dumps(info, indent=2))
     else:
         info = {**budget(args, name, cache), "finished": False}
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,15 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
         assert sd > 0 and mean != one[f"SWDx1e3_{level}"]
         assert abs(one[f"SWDx1e3_{level}"] - mean) <= sd * 2 / 3 ** 0.5 + 1e-9  # any of 3 values lies this near their mean
     assert " ± " in capsys.readouterr().out
+    # A doubled budget continues the finished run (same first points, two more).
+    assert quality.main([*args[:args.index("--budget-pflop")], "--budget-pflop", "0.001", "--evals", "4",
+                         *args[args.index("--evals") + 2:], "--models", "vae"]) == 0
+    longer = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]
+    steps = report["vae"]["budget"]["steps"]
+    assert longer["budget"]["steps"] == 2 * steps and longer["budget"]["finished"]
+    assert [p["step"] for p in longer["curve"]] == [steps // 2 * k for k in (1, 2, 3, 4)]
+    assert longer["curve"][1]["normal"]["SWDx1e3_32"] == one["SWDx1e3_32"]  # the 1x point, evaluated before
+    assert (tmp_path / "runs" / "vae" / "log.jsonl").read_text().startswith(before)
 
 
 def test_warm_start_steps_are_charged_at_a_vae_steps_cost(celeba_root, tmp_path):
