@@ -399,6 +399,12 @@ def test_cache_from_an_older_image_reader_is_refused(tiny_celeba, tmp_path):
     header_path(path).write_text(json.dumps(old))
     with pytest.raises(ValueError, match=r"c\.u8 was prepared by image reader version 1.*16-bit.*run prepare again"):
         CachedImages(path)
+    header_path(path).write_text(json.dumps({**old, "reader": "2"}))
+    with pytest.raises(ValueError, match=r"'reader' must be a version number >= 1, got '2'"):
+        CachedImages(path)
+    header_path(path).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected format .*got 'a JSON list'"):
+        CachedImages(path)
     faces = tmp_path / "faces.u8"
     header = prepare(Faces(4, 32, seed=0), faces, progress=False)
     header_path(faces).write_text(json.dumps({k: v for k, v in header.items() if k != "reader"}))

@@ -145,10 +145,15 @@ def read_header(path: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise InputError(f"cache header {hpath} is not valid JSON: {e}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise InputError(f"cache header {hpath}: expected format {FORMAT!r}, got {header.get('format')!r}")
+        got = header.get("format") if isinstance(header, dict) else f"a JSON {type(header).__name__}"
+        raise InputError(f"cache header {hpath}: expected format {FORMAT!r}, got {got!r}")
     reader = header.get("reader", 1)  # caches from before the version was recorded: the first reader
-    if header.get("source", {}).get("dataset") != "faces" and reader < READER_VERSION:  # (faces are drawn, not read)
-        changes = "; ".join(READER_CHANGES[v] for v in range(reader + 1, READER_VERSION + 1))
+    if not isinstance(reader, int) or isinstance(reader, bool) or reader < 1:
+        raise InputError(f"cache header {hpath}: 'reader' must be a version number >= 1, got {reader!r}; "
+                         f"run prepare again")
+    source = header.get("source") if isinstance(header.get("source"), dict) else {}
+    if source.get("dataset") != "faces" and reader < READER_VERSION:  # (faces are drawn, not read)
+        changes = "; ".join(READER_CHANGES.get(v, f"version {v}") for v in range(reader + 1, READER_VERSION + 1))
         raise InputError(f"cache {path} was prepared by image reader version {reader}, and this vaegan reads "
                          f"image files with version {READER_VERSION} (since then: {changes}); run prepare "
                          f"again to rebuild it from the source images")

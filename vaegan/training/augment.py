@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from vaegan.config import DIS_AUGMENT_KINDS as KINDS
+
 TRANSLATION = 1 / 8  # largest shift, as a fraction of the side (DiffAugment's default)
 CUTOUT = 1 / 2  # cut-out square side, as a fraction of the side
 
