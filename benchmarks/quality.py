@@ -58,6 +58,17 @@ def headline(resolution: int) -> list[str]:
     return [*swd, "SWDx1e3_avg", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr", "ssim", "recon_hf_ratio"]
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 evaluation points or draws would divide by zero or do nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (caches, runs, report)")
@@ -67,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training compute per model in PFLOP (1e15). At 64 px a VAE step is 0.21 TFLOP, a "
                         "recommended VAE-GAN step 0.78: 1.2 PFLOP is 5,600 and 1,500 steps, about an hour for "
                         "both as two one-thread processes on a 2-core CPU")
-    p.add_argument("--evals", type=int, default=4, help="evaluation points along the budget (the curve)")
+    p.add_argument("--evals", type=positive_int, default=4, help="evaluation points along the budget (the curve)")
     p.add_argument("--models", default="vae,vaegan",
                    help="runs to train now, comma-separated: vae, vaegan, or vaegan-<variant> (the VAE-GAN config "
                         "with that run's --set overrides)")
@@ -75,11 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vaegan-config", default=str(CONFIGS["vaegan"]))
     p.add_argument("--set", action="append", default=[], metavar="RUN:KEY=VALUE",
                    help="config override for one run, e.g. vaegan-g01:loss.gamma=0.1 (repeatable)")
-    p.add_argument("--num-images", type=int, default=660, help="test images (and samples) evaluated")
-    p.add_argument("--swd-draws", type=int, default=1,
+    p.add_argument("--num-images", type=positive_int, default=660, help="test images (and samples) evaluated")
+    p.add_argument("--swd-draws", type=positive_int, default=1,
                    help="N(0, I) sample sets per evaluation: SWD is their mean, with its standard deviation "
                         "across draws (the evaluation's own noise) as SWDx1e3_<level>_sd")
-    p.add_argument("--gmm-components", type=int, default=10)
+    p.add_argument("--gmm-components", type=positive_int, default=10)
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality  # noqa: E402
@@ -43,6 +44,19 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
         assert sd > 0 and mean != one[f"SWDx1e3_{level}"]
         assert abs(one[f"SWDx1e3_{level}"] - mean) <= sd * 2 / 3 ** 0.5 + 1e-9  # any of 3 values lies this near their mean
     assert " ± " in capsys.readouterr().out
+    # The other two draws, recomputed here: seeds 1 and 2 of the same protocol.
+    checkpoint = quality.list_checkpoints(tmp_path / "runs" / "vae")[-1]
+    vae = quality.load_pretrained(checkpoint).vae
+    test = quality.CachedImages(tmp_path / "cache" / "celeba32-test.u8")
+    reference = test.get_batch(range(min(64, len(test))))
+    others = [quality.compute_swd(quality.decode_latents(vae, torch.randn(len(reference), vae.latent_dim,
+                                                                          generator=torch.Generator().manual_seed(s))),
+                                  reference, seed=s) for s in (1, 2)]
+    for level in ("32", "16"):
+        expected = (one[f"SWDx1e3_{level}"] + sum(o[f"SWDx1e3_{level}"] for o in others)) / 3
+        assert three[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--out", str(tmp_path), "--swd-draws", "0"])
     # A doubled budget continues the finished run (same first points, two more).
     assert quality.main([*args[:args.index("--budget-pflop")], "--budget-pflop", "0.001", "--evals", "4",
                          *args[args.index("--evals") + 2:], "--models", "vae"]) == 0
