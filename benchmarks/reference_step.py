@@ -67,7 +67,8 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     logits_fake = torch.cat(fakes[loss_cfg.fake_sources])
 
     kl = losses.kl_loss(posterior)
-    dis_l = losses.feature_loss(features_rec, features_real)
+    n = loss_cfg.feature_layers
+    dis_l = losses.feature_loss(features_rec[-n:], features_real[-n:])
     rec = dis_l + loss_cfg.pixel_weight * losses.pixel_loss(x_rec, x, loss_cfg.recon)
     gan = losses.g_loss(logits_fake, loss_cfg.adversarial)
     if loss_cfg.adaptive_weight and adv_weight:

@@ -140,12 +140,19 @@ def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
     ("train.log_every_steps=0", "> 0"), ("train.max_nonfinite_steps=0", "> 0"), ("train.eval_num_images=0", "> 0"),
     ("train.seed=-1", ">= 0"), ("data.seed=-3", ">= 0"), ("data.num_images=0", "> 0"), ("data.crop=-1", ">= 0"),
     ("data.crop_top=-2", ">= -1"), ("model.enc_fc=0", "> 0"), ("loss.kl_warmup_steps=-1", ">= 0"),
-    ("loss.adaptive_weight_max=0", "> 0"),
+    ("loss.adaptive_weight_max=0", "> 0"), ("loss.feature_layers=0", "> 0"),
 ])
 def test_numbers_out_of_range_name_the_key(override, rule):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=f"'{key}': must be {rule}"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("resolution, most", [(32, 2), (64, 3), (128, 4)])
+def test_feature_layers_at_most_the_discriminators_stride2_convs(resolution, most):
+    assert load_config(None, [f"data.resolution={resolution}", f"loss.feature_layers={most}"]).loss.feature_layers == most
+    with pytest.raises(ConfigError, match=f"'loss.feature_layers': at most {most} at data.resolution={resolution}.*got {most + 1}"):
+        load_config(None, [f"data.resolution={resolution}", f"loss.feature_layers={most + 1}"])
 
 
 def test_zero_means_off_where_documented():

@@ -115,6 +115,7 @@ def test_fp32_step_equals_reference(tmp_path):
      "loss.r1_every_steps=1", "loss.adversarial=nonsaturating", "model.dis_norm=none", "model.upsample=resize"),
     ("loss.pixel_weight=1.0", "loss.adaptive_weight=true", "loss.adv_weight=0.1", "loss.dis_augment=translation"),
     ("loss.adv_weight=0.3",),
+    ("loss.feature_layers=2", "loss.pixel_weight=1.0", "loss.adaptive_weight=true"),  # Dis_l and the 16x16 conv
 ])
 def test_step_equals_reference_across_settings(tmp_path, overrides):
     """Every adversarial loss and fake source, accumulation, the adaptive weight and the

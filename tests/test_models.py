@@ -20,7 +20,8 @@ def test_shapes_and_ranges(res):
     y = dec(post.sample())
     assert y.shape == (4, 3, res, res) and y.min() >= -1 and y.max() <= 1
     logits, feats = dis(y)
-    assert logits.shape == (4,) and feats.shape[0] == 4 and feats.shape[-2:] == (8, 8)
+    assert logits.shape == (4,) and feats[-1].shape[0] == 4 and feats[-1].shape[-2:] == (8, 8)
+    assert [f.shape[-1] for f in feats] == [res // 2 ** (i + 1) for i in range(len(feats))]  # finest first
 
 
 def test_larsen_64_architecture():
@@ -33,7 +34,7 @@ def test_larsen_64_architecture():
     assert dis.conv_in.out_channels == 32 and [c.out_channels for c in dis.convs] == [128, 256, 256]
     assert dis.fc.out_features == 512
     _, feats = dis(torch.zeros(2, 3, 64, 64))
-    assert feats.shape == (2, 256, 8, 8)
+    assert [f.shape for f in feats] == [(2, 128, 32, 32), (2, 256, 16, 16), (2, 256, 8, 8)]
     assert enc.to_stats.out_features == 2 * 128
 
 

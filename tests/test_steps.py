@@ -31,7 +31,8 @@ def _expected(tr, nets, x, noise):
                                noise["z_prior"], tr.cfg.loss.fake_sources)
     lc = tr.cfg.loss
     kl = losses.kl_loss(fwd.posterior)
-    feat = losses.feature_loss(fwd.features_rec, fwd.features_real)
+    n = lc.feature_layers
+    feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
     dis = losses.d_loss(fwd.logits_real, fwd.logits_fake, lc.adversarial)
     params = {k: list(v.parameters()) for k, v in nets.items()}
@@ -43,9 +44,9 @@ def _expected(tr, nets, x, noise):
     }
 
 
-@pytest.mark.parametrize("sources", ["both", "recon", "prior"])
-def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources):
-    tr = _trainer(tmp_path, f"loss.fake_sources={sources}")
+@pytest.mark.parametrize("sources,layers", [("both", 1), ("recon", 1), ("prior", 1), ("both", 2)])
+def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers):
+    tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}")
     x = _batch(tr)
     nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
     result = tr.update(x, tr.noise, tr.step, sync=False)  # gradients, no optimizer step
@@ -59,6 +60,29 @@ def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources):
     # The adversarial term would change the encoder's gradient if it leaked: the check has teeth.
     leak = expected["encoder_if_leaking"]
     assert any(not torch.allclose(g, e, rtol=1e-3, atol=1e-5) for g, e in zip(_grads(tr.nets["encoder"]), leak))
+
+
+def test_feature_loss_weighs_each_layer_like_dis_l():
+    """One layer is Larsen's sum of squares; several are averaged, each rescaled to Dis_l's size."""
+    fine_rec, fine_real = torch.full((2, 1, 4, 4), 3.0), torch.full((2, 1, 4, 4), 1.0)  # SSE 64 per image
+    coarse_rec, coarse_real = torch.full((2, 1, 2, 2), 2.0), torch.zeros(2, 1, 2, 2)  # SSE 16 per image
+    assert float(losses.feature_loss([coarse_rec], [coarse_real])) == 16.0
+    # fine layer: 64 * (4 / 16) = 16, coarse: 16; mean 16. Unscaled it would be (64 + 16) / 2 = 40.
+    assert float(losses.feature_loss([fine_rec, coarse_rec], [fine_real, coarse_real])) == 16.0
+    fine_rec = torch.full((2, 1, 4, 4), 2.0)  # SSE 16 -> 4 after rescaling
+    assert float(losses.feature_loss([fine_rec, coarse_rec], [fine_real, coarse_real])) == 10.0
+    with pytest.raises(ValueError, match="layers"):
+        losses.feature_loss([fine_rec, coarse_rec], [coarse_real])
+
+
+def test_feature_layers_change_what_the_encoder_learns(tmp_path):
+    """loss.feature_layers=2 adds the 16x16 conv's features: the encoder's gradient differs."""
+    got = {}
+    for layers in (1, 2):
+        tr = _trainer(tmp_path / str(layers), f"loss.feature_layers={layers}")
+        tr.update(_batch(tr), tr.noise, tr.step, sync=False)
+        got[layers] = _grads(tr.nets["encoder"])
+    assert any(not torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(got[1], got[2]))
 
 
 def test_discriminator_step_touches_only_the_discriminator(tmp_path):

@@ -63,6 +63,7 @@ class LossConfig:
     adversarial: str = "original"  # original | nonsaturating | hinge
     fake_sources: str = "both"  # what the discriminator sees as fake: recon | prior | both
     pixel_weight: float = 0.0  # VAE-GAN: add this times the pixel likelihood (loss.recon) to Dis_l
+    feature_layers: int = 1  # VAE-GAN: Dis_l plus the discriminator's next finer stride-2 convs, up to 2/3/4 at 32/64/128 px (1: Larsen's Dis_l alone)
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (0: off)
     r1_every_steps: int = 16  # lazy R1: applied every this many steps, scaled up to match
     dis_augment: str = ""  # differentiable augmentation of what the discriminator reads: comma list of color, translation, cutout
@@ -237,7 +238,7 @@ def apply(cfg: Config, values: dict, origin: str = "config") -> Config:
 # Numeric bounds that a key's type cannot express. Every float key must also be finite (no .inf, .nan).
 POSITIVE = (  # > 0
     "data.num_images", "model.latent_dim", "model.width", "model.enc_fc", "model.dis_fc",
-    "loss.adaptive_weight_max", "loss.r1_every_steps", "optim.lr", "optim.eps",
+    "loss.adaptive_weight_max", "loss.r1_every_steps", "loss.feature_layers", "optim.lr", "optim.eps",
     "train.batch_size", "train.max_steps", "train.grad_accum_steps", "train.log_every_steps",
     "train.max_nonfinite_steps", "train.eval_num_images",
 )
@@ -278,6 +279,10 @@ def validate(cfg: Config) -> None:
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
                           f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
+    stages = {32: 2, 64: 3, 128: 4}.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
+    if cfg.loss.feature_layers > stages > 0:
+        raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at data.resolution={cfg.data.resolution} "
+                          f"(the discriminator's stride-2 convs), got {cfg.loss.feature_layers}")
     if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
         raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:

@@ -12,10 +12,11 @@ DISCRIMINATOR_CHANNELS = {2: (128, 256), 3: (128, 256, 256), 4: (64, 128, 256, 2
 
 
 class Discriminator(nn.Module):
-    """x: (B, 3, R, R) in [-1, 1] -> (logits (B,), features (B, C, 8, 8)).
+    """x: (B, 3, R, R) in [-1, 1] -> (logits (B,), features: one tensor per stride-2 conv).
 
-    The features are Dis_l: the last conv's output before its norm (the 4th conv at 64 px),
-    the layer whose distance replaces pixel error as the reconstruction loss.
+    features[i] is the (i+1)-th stride-2 conv's output before its norm, finest first; the last,
+    (B, C, 8, 8), is Dis_l (the 4th conv at 64 px), the layer whose distance replaces pixel
+    error as the reconstruction loss. ``loss.feature_layers`` > 1 adds the finer ones.
     ``spectral_norm``: every conv and linear layer's weight divided by its largest singular
     value (Miyato et al. 2018), which bounds how fast the discriminator can sharpen its logits.
     """
@@ -39,10 +40,11 @@ class Discriminator(nn.Module):
             for module in [self.conv_in, *self.convs, self.fc, self.to_logit]:
                 _spectral_norm(module)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         h = torch.relu(self.conv_in(x))
+        features = []
         for conv, norm in zip(self.convs, self.norms):
-            features = conv(h)
-            h = torch.relu(norm(features))
+            features.append(conv(h))
+            h = torch.relu(norm(features[-1]))
         h = torch.relu(self.fc_norm(self.fc(h.flatten(1))))
-        return self.to_logit(h).squeeze(1), features
+        return self.to_logit(h).squeeze(1), tuple(features)

@@ -54,7 +54,7 @@ def anomaly_scores(model, images: torch.Tensor, discriminator=None, iw_samples: 
         rec = model.decode(posterior.mean)
         scores = {"pixel_error": _sse(rec, x)}
         if discriminator is not None:
-            scores["feature_error"] = _sse(discriminator(rec)[1], discriminator(x)[1])
+            scores["feature_error"] = _sse(discriminator(rec)[1][-1], discriminator(x)[1][-1])
         # Negative ELBO: reconstruction error of posterior samples plus the analytic KL.
         errors = [_sse(model.decode(posterior.sample(noise=draw(posterior.mean.shape))), x)
                   for _ in range(elbo_samples)]

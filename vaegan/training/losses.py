@@ -6,6 +6,8 @@ averaged over the batch.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -36,14 +38,23 @@ def pixel_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "gaussian") -> 
     return per_elem.flatten(1).sum(1).mean()
 
 
-def feature_loss(features_rec: torch.Tensor, features_real: torch.Tensor) -> torch.Tensor:
+def feature_loss(features_rec: Sequence[torch.Tensor], features_real: Sequence[torch.Tensor]) -> torch.Tensor:
     """Larsen's Dis_l loss: sum of squared feature differences per image, batch mean.
 
     A Gaussian log-likelihood of Dis_l(x) around Dis_l(x_rec) with identity covariance (x2).
+    Given several layers (finest first, Dis_l last), the mean over layers of each layer's sum,
+    each rescaled to Dis_l's element count: every layer weighs as much as Dis_l, and the term
+    keeps Dis_l's scale against the KL and pixel terms. One layer is Larsen's loss exactly.
     The real features are a target: no gradient flows into them.
     """
-    diff = features_rec.float() - features_real.detach().float()
-    return diff.pow(2).flatten(1).sum(1).mean()
+    if len(features_rec) != len(features_real) or not features_rec:
+        raise ValueError(f"feature_loss: {len(features_rec)} reconstructed vs {len(features_real)} real layers")
+    size = features_rec[-1][0].numel()
+    total = 0.0
+    for rec, real in zip(features_rec, features_real):
+        sse = (rec.float() - real.detach().float()).pow(2).flatten(1).sum(1).mean()
+        total = total + sse * (size / rec[0].numel())
+    return total / len(features_rec)
 
 
 def d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor, kind: str = "original") -> torch.Tensor:

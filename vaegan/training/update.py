@@ -13,7 +13,8 @@ statistics stay per source) and then routes each loss to the network that learns
     encoder        <- beta * KL + rec
     decoder        <- gamma * rec + w_adv * GAN loss
 
-where rec is the Dis_l feature loss plus ``loss.pixel_weight`` times the pixel likelihood.
+where rec is the Dis_l feature loss (with ``loss.feature_layers`` > 1, averaged with finer
+discriminator layers) plus ``loss.pixel_weight`` times the pixel likelihood.
 
 The discriminator reads the fakes as detached leaves: its backward stops there, and the
 generator's gradients at the fakes are chained into the decoder and encoder by hand, so each
@@ -50,8 +51,8 @@ class Forward:
     x_prior: torch.Tensor | None  # (B, 3, R, R) decoded prior samples, if the loss uses them
     logits_real: torch.Tensor  # (B,)
     logits_fake: torch.Tensor  # (F*B,) for the F fake sources the GAN loss uses
-    features_real: torch.Tensor  # Dis_l of x
-    features_rec: torch.Tensor  # Dis_l of x_rec
+    features_real: tuple[torch.Tensor, ...]  # the discriminator's features of x, finest first, Dis_l last
+    features_rec: tuple[torch.Tensor, ...]  # the same of x_rec
     fake_inputs: list[torch.Tensor]  # what the discriminator read for x_rec (and x_prior), before augmentation
     real_input: torch.Tensor  # what the discriminator read for x, before augmentation (requires grad for R1)
 
@@ -116,7 +117,8 @@ def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[st
     loss/rec, the reconstruction term both learn from, is Dis_l plus ``cfg.pixel_weight`` times
     the pixel likelihood of the (unaugmented) reconstruction the discriminator read."""
     kl = losses.kl_loss(fwd.posterior)
-    feat = losses.feature_loss(fwd.features_rec, fwd.features_real)
+    n = cfg.feature_layers
+    feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     adv = losses.g_loss(fwd.logits_fake, cfg.adversarial)
     logs = {"loss/kl": kl, "loss/dis_l": feat, "loss/rec": feat, "loss/gan": adv, "weight/kl": torch.tensor(kl_weight)}
     if cfg.pixel_weight > 0:
