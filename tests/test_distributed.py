@@ -137,6 +137,19 @@ def test_weight_updates_match_single_process(runs):
     assert all(torch.equal(start1[k], start2[k]) for k in start1)
 
 
+def test_equilibrium_rule_decides_the_same_on_every_rank(tmp_path):
+    """Larsen's rule on: each rank's half batch gives its own cross-entropies, and a rank that
+    paused its discriminator while the other stepped it would leave different weights. At this
+    target (no margin) the ranks' own BCEs fall on both sides of it within 4 steps: the rule read
+    per rank diverged the discriminators here (measured, Intel Xeon); the global batch's BCEs keep
+    them equal (tests/test_steps.py checks the same deterministically with a simulated rank)."""
+    run = _run(_torchrun(WORKER), tmp_path / "multi", ["loss.equilibrium=true", "loss.equilibrium_target=0.62",
+                                                       "loss.equilibrium_margin=0.0"])
+    a, b = (load_file(str(run / f"rank{r}.safetensors")) for r in (0, 1))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert 0 < sum(r["train/dis_updated"] for r in _log(run)) < 4  # the rule paused and resumed it
+
+
 def test_sync_batchnorm_equals_batchnorm_on_the_global_batch(tmp_path):
     _run(_torchrun(SYNCBN_WORKER), tmp_path)
     result = json.loads((tmp_path / "syncbn.json").read_text())

@@ -126,6 +126,28 @@ def test_equilibrium_pauses_the_discriminator(tmp_path):
     assert all(torch.equal(a, p) for a, p in zip(d_before, tr.nets["discriminator"].parameters()))
 
 
+def test_equilibrium_reads_the_cross_entropies_of_every_rank(tmp_path):
+    """Under data parallelism the rule decides on the global batch's BCEs, the same on every rank.
+
+    A second rank is simulated by a reduce_sum that adds its BCEs: this rank's alone keep the
+    decoder's adversarial term on, the two ranks' mean (fake BCE above target + margin) pauses it."""
+    overrides = ("loss.equilibrium=true", "loss.equilibrium_target=0.68", "loss.equilibrium_margin=0.3")
+    tr = _trainer(tmp_path / "alone", *overrides)
+    alone = tr.update(_batch(tr), tr.noise, tr.step, sync=False).logs
+    real, fake = float(alone["dis/bce_real"]), float(alone["dis/bce_fake"])
+    assert 0.38 < real < 0.98 and 0.38 < fake < 0.98 and float(alone["weight/adv"]) > 0  # both sides train
+    other = torch.tensor([real, 2 * 1.2 - fake, 1.0])  # means: bce_real as here, bce_fake 1.2 > 0.98
+
+    def reduce_sum(values):  # the BCE pair (and a count) gets the other rank's; everything else doubles
+        return values + other if values.shape == (3,) else 2 * values
+
+    tr = _trainer(tmp_path / "two", *overrides)
+    tr.update.reduce_sum = reduce_sum
+    logs = tr.update(_batch(tr), tr.noise, tr.step, sync=False).logs
+    assert float(logs["dis/bce_fake"]) == fake  # the logged value stays this rank's
+    assert float(logs["weight/adv"]) == 0.0 and float(logs["train/dis_updated"]) == 1.0
+
+
 def test_adversarial_term_off_before_start_step(tmp_path):
     tr = _trainer(tmp_path, "loss.adv_start_step=5")
     logs = tr.train_step(torch.stack([tr.dataset[i] for i in range(tr.local_batch)]))

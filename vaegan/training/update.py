@@ -250,7 +250,7 @@ class Update:
             logs.update(generator_losses(fwd, lc, kl_w))
         if not self.all_finite(logs):
             return Result(logs, False, noise=drawn)
-        train_dis, adv_on = balance(logs, lc, step)
+        train_dis, adv_on = balance(logs, lc, step, self.mean_over_ranks)
         if train_dis and r1_weight > 0:  # not on steps the equilibrium rule pauses the discriminator
             with self.autocast():
                 add_r1(logs, fwd, r1_weight)
@@ -315,19 +315,30 @@ class Update:
                                     retain_graph=True)[0]
         return lc.adv_weight * losses.gradient_ratio(g_rec, g_adv, lc.adaptive_weight_max)
 
+    def mean_over_ranks(self, values: list[torch.Tensor]) -> list[float]:
+        """The scalars' means over all ranks (themselves on one process)."""
+        stacked = torch.stack([v.detach().float().reshape(()) for v in values] + [torch.ones((), device=values[0].device)])
+        total = self.reduce_sum(stacked)
+        return (total[:-1] / total[-1]).tolist()
+
     def all_finite(self, logs: dict[str, torch.Tensor]) -> bool:
         """All ranks agree: every loss term finite (a NaN anywhere skips the step everywhere)."""
         values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
         return bool(torch.isfinite(self.reduce_sum(values)).all())
 
 
-def balance(logs: dict[str, torch.Tensor], lc: LossConfig, step: int) -> tuple[bool, bool]:
+def balance(logs: dict[str, torch.Tensor], lc: LossConfig, step: int,
+            mean_over_ranks: Callable[[list[torch.Tensor]], list[float]]) -> tuple[bool, bool]:
     """(train the discriminator, give the decoder its adversarial term) at this step: the
-    adversarial start, and Larsen's equilibrium rule when it is on."""
+    adversarial start, and Larsen's equilibrium rule when it is on.
+
+    The rule reads the discriminator's cross-entropies averaged over ranks (the global batch's),
+    so every rank makes the same decision: a rank that paused its discriminator while another
+    stepped it would leave the replicas with different weights."""
     train_dis, train_dec = True, step >= lc.adv_start_step
     if lc.equilibrium:
-        eq_dis, eq_dec = losses.equilibrium(logs["dis/bce_real"].item(), logs["dis/bce_fake"].item(),
-                                            lc.equilibrium_target, lc.equilibrium_margin)
+        bce_real, bce_fake = mean_over_ranks([logs["dis/bce_real"], logs["dis/bce_fake"]])
+        eq_dis, eq_dec = losses.equilibrium(bce_real, bce_fake, lc.equilibrium_target, lc.equilibrium_margin)
         train_dis, train_dec = eq_dis, train_dec and eq_dec
     return train_dis, train_dec
 
