@@ -445,3 +445,13 @@ def test_celeba_card_names_the_dataset_and_skips_the_grid_it_cannot_make(tmp_pat
     assert "No reconstruction grid: the model's dataset could not be read when this folder was exported " \
            "(CelebA root not found" in body
     assert (out / "samples.png").is_file() and front["datasets"] == ["celeba"]
+
+
+def test_card_names_the_feature_layers_of_the_reconstruction_loss():
+    from vaegan.config import load_config
+    from vaegan.storage import card
+
+    for layers, text in ((1, "Dis_l (discriminator features) + 1.0 x gaussian pixel loss"),
+                         (3, "Dis_l and the 2 finer discriminator layers (averaged) + 1.0 x gaussian pixel loss")):
+        cfg = load_config(None, ["loss.pixel_weight=1.0", f"loss.feature_layers={layers}"])
+        assert ("reconstruction loss", text) in card._loss_rows(cfg, cfg.to_dict()["loss"])
