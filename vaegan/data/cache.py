@@ -79,38 +79,15 @@ def prepare(dataset, path: str | Path, num_workers: int | None = None, batch_siz
     if num_workers is None:
         num_workers = 0 if n < 2000 else min(8, os.cpu_count() or 1)
     loader = DataLoader(_Reader(dataset), batch_size=batch_size, num_workers=num_workers)
-    files = getattr(dataset, "files", None)
-    kept, bad = [], []
-
-    # Write the pixels in order to a temporary file, leaving out unreadable images.
     with atomic_path(path, suffix=".part") as tmp:
-        with open(tmp, "wb") as f, tqdm(total=n, unit="img", desc=f"prepare {path.name}",
-                                         disable=not progress) as bar:
-            for indices, images, errors in loader:
-                ok = torch.tensor([not e for e in errors], dtype=torch.bool)
-                for i, e in zip(indices.tolist(), errors):
-                    if e and not getattr(dataset, "skip_bad_images", False):
-                        raise InputError(f"{e}; set data.skip_bad_images=true to leave unreadable images out")
-                    if e:
-                        bad.append(str(files[i]) if files is not None else f"index {i}")
-                f.write(images[ok].numpy().tobytes())
-                kept.extend(indices[ok].tolist())
-                bar.update(len(indices))
+        kept, bad = _write_pixels(dataset, loader, tmp, f"prepare {path.name}", progress)
         if not kept:
             raise InputError(f"prepare {path}: no readable images in {dataset.describe()}")
         # From here on the old cache is invalid: remove its header before replacing its pixels.
         header_path(path).unlink(missing_ok=True)
         labels_path(path).unlink(missing_ok=True)
-
     # Labels, then the header that marks the cache complete.
-    labels = {}
-    if getattr(dataset, "attributes", None) is not None:
-        labels["attributes"] = dataset.attributes[kept].numpy()
-    if getattr(dataset, "identities", None) is not None:
-        labels["identities"] = dataset.identities[kept].numpy()
-    if labels:
-        with atomic_path(labels_path(path), suffix=".npz") as tmp:
-            np.savez(tmp, **labels)
+    labels = _write_labels(dataset, kept, labels_path(path))
     header = {
         "format": FORMAT,
         "shape": [len(kept), 3, r, r],
@@ -129,6 +106,37 @@ def prepare(dataset, path: str | Path, num_workers: int | None = None, batch_siz
     if bad:
         print(f"prepare {path}: left out {len(bad)} unreadable images: {bad[:5]}{' ...' if len(bad) > 5 else ''}")
     return header
+
+
+def _write_pixels(dataset, loader: DataLoader, out: Path, desc: str, progress: bool) -> tuple[list[int], list[str]]:
+    """Write the readable images' pixels in order to ``out``: (kept indices, unreadable files)."""
+    files, skip = getattr(dataset, "files", None), getattr(dataset, "skip_bad_images", False)
+    kept, bad = [], []
+    with open(out, "wb") as f, tqdm(total=len(dataset), unit="img", desc=desc, disable=not progress) as bar:
+        for indices, images, errors in loader:
+            ok = torch.tensor([not e for e in errors], dtype=torch.bool)
+            for i, e in zip(indices.tolist(), errors):
+                if e and not skip:
+                    raise InputError(f"{e}; set data.skip_bad_images=true to leave unreadable images out")
+                if e:
+                    bad.append(str(files[i]) if files is not None else f"index {i}")
+            f.write(images[ok].numpy().tobytes())
+            kept.extend(indices[ok].tolist())
+            bar.update(len(indices))
+    return kept, bad
+
+
+def _write_labels(dataset, kept: list[int], out: Path) -> dict:
+    """The kept images' attributes and identities (those the dataset has), saved to ``out``."""
+    labels = {}
+    if getattr(dataset, "attributes", None) is not None:
+        labels["attributes"] = dataset.attributes[kept].numpy()
+    if getattr(dataset, "identities", None) is not None:
+        labels["identities"] = dataset.identities[kept].numpy()
+    if labels:
+        with atomic_path(out, suffix=".npz") as tmp:
+            np.savez(tmp, **labels)
+    return labels
 
 
 def read_header(path: str | Path) -> dict:
