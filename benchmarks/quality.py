@@ -80,8 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "both as two one-thread processes on a 2-core CPU")
     p.add_argument("--evals", type=positive_int, default=4, help="evaluation points along the budget (the curve)")
     p.add_argument("--models", default="vae,vaegan",
-                   help="runs to train now, comma-separated: vae, vaegan, or vaegan-<variant> (the VAE-GAN config "
-                        "with that run's --set overrides)")
+                   help="runs to train now, comma-separated: vae, vaegan, vae-<variant> or vaegan-<variant> (the "
+                        "VAE or VAE-GAN config with that run's --set overrides, e.g. a second seed)")
     p.add_argument("--vae-config", default=str(CONFIGS["vae"]))
     p.add_argument("--vaegan-config", default=str(CONFIGS["vaegan"]))
     p.add_argument("--set", action="append", default=[], metavar="RUN:KEY=VALUE",
@@ -123,8 +123,13 @@ def model_config(args, name: str, cache: Path, steps: int | None = None):
         every = max(1, steps // args.evals)
         overrides += [f"train.max_steps={steps}", f"train.checkpoint_every_steps={every}",
                       f"train.keep_checkpoints={args.evals + 1}"]
-    path = args.vae_config if name == "vae" else args.vaegan_config  # vaegan and vaegan-<variant>
+    path = args.vae_config if family(name) == "vae" else args.vaegan_config
     return load_config(path, overrides)
+
+
+def family(name: str) -> str | None:
+    """"vae" for vae and vae-<variant>, "vaegan" for vaegan and vaegan-<variant>, else None."""
+    return next((f for f in ("vae", "vaegan") if name == f or name.startswith(f + "-")), None)
 
 
 def step_flops(cfg, tmp: Path, step: int = 0) -> float:
@@ -315,14 +320,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    names = args.models.split(",") if not args.no_train else []
+    for name in names:  # before anything is prepared or trained
+        if family(name) is None:
+            raise SystemExit(f"--models: {name!r} is not vae, vaegan, vae-<variant> or vaegan-<variant>")
     paths = caches(args)
-    for name in args.models.split(",") if not args.no_train else []:
-        if not (name == "vae" or name.startswith("vaegan")):
-            raise SystemExit(f"--models: {name!r} is not vae, vaegan or vaegan-<variant>")
+    for name in names:
         train(args, name, paths["train"])
-    # Every finished run in the folder is reported: vae first, then the VAE-GAN variants.
+    # Every finished run in the folder is reported: the VAE runs first, then the VAE-GAN runs.
     budgets = {d.name: json.loads((d / "budget.json").read_text())
-               for d in sorted((out / "runs").glob("*"), key=lambda d: (d.name != "vae", d.name))
+               for d in sorted((out / "runs").glob("*"), key=lambda d: (family(d.name) != "vae", d.name))
                if (d / "budget.json").exists()}
     train_images, test_images = (CachedImages(paths[s]).get_batch(range(len(CachedImages(paths[s]))))
                                  for s in ("train", "test"))

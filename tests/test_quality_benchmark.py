@@ -87,3 +87,15 @@ def test_warm_start_steps_are_charged_at_a_vae_steps_cost(celeba_root, tmp_path)
     too_long = int(0.002e15 / warm["warm_step_flops"]) + 1
     with pytest.raises(SystemExit, match="warm_start_steps"):
         quality.budget(args(f"vaegan:loss.warm_start_steps={too_long}"), "vaegan", cache)
+
+
+def test_variant_runs_take_their_familys_config_and_their_own_overrides(tmp_path):
+    """vae-<variant> is the VAE config (e.g. a second seed of the baseline), vaegan-<variant> the VAE-GAN's."""
+    args = quality.parse_args(["--out", str(tmp_path), "--set", "vae-s1:train.seed=1", "--set", "vaegan-s1:train.seed=1"])
+    cache = tmp_path / "train.u8"
+    for name, kind, seed in (("vae", "vae", 0), ("vae-s1", "vae", 1), ("vaegan", "vaegan", 0), ("vaegan-s1", "vaegan", 1)):
+        cfg = quality.model_config(args, name, cache)
+        assert (cfg.model.kind, cfg.train.seed, cfg.train.run_name) == (kind, seed, name)
+    for bad in ("vaex", "gan", "vaegan_s1"):
+        with pytest.raises(SystemExit, match=f"'{bad}' is not vae, vaegan"):
+            quality.main(["--out", str(tmp_path), "--root", str(tmp_path), "--models", bad])
