@@ -63,7 +63,7 @@ class LossConfig:
     adversarial: str = "original"  # original | nonsaturating | hinge
     fake_sources: str = "both"  # what the discriminator sees as fake: recon | prior | both
     pixel_weight: float = 0.0  # VAE-GAN: add this times the pixel likelihood (loss.recon) to Dis_l
-    feature_layers: int = 1  # VAE-GAN: Dis_l plus the discriminator's next finer stride-2 convs, up to 2/3/4 at 32/64/128 px (1: Larsen's Dis_l alone)
+    feature_layers: int = 1  # VAE-GAN: Dis_l averaged with the next finer stride-2 convs (1: Dis_l alone; at most 2/3/4 at 32/64/128 px)
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (0: off)
     r1_every_steps: int = 16  # lazy R1: applied every this many steps, scaled up to match
     dis_augment: str = ""  # differentiable augmentation of what the discriminator reads: comma list of color, translation, cutout
@@ -281,8 +281,9 @@ def validate(cfg: Config) -> None:
                           f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
     stages = {32: 2, 64: 3, 128: 4}.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
     if cfg.loss.feature_layers > stages > 0:
-        raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at data.resolution={cfg.data.resolution} "
-                          f"(the discriminator's stride-2 convs), got {cfg.loss.feature_layers}")
+        raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at "
+                          f"data.resolution={cfg.data.resolution} (the discriminator's stride-2 convs), "
+                          f"got {cfg.loss.feature_layers}")
     if cfg.train.sync_batchnorm and cfg.model.norm != "batch":
         raise ConfigError(f"config key 'train.sync_batchnorm': needs model.norm='batch', got {cfg.model.norm!r}")
     if cfg.data.dataset in ("celeba", "folder") and not cfg.data.root:

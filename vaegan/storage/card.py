@@ -298,9 +298,10 @@ def _loss_rows(cfg: Config, loss: dict) -> list[tuple[str, str]]:
         rows.append(("reconstruction loss", f"{loss.get('recon')} pixel likelihood"))
         return rows
     layers = loss.get("feature_layers", 1)
-    rec = ("Dis_l (discriminator features)" if layers == 1 else
-           f"Dis_l and the {layers - 1} finer discriminator layer{'s' if layers > 2 else ''} (averaged)") + (f" + {loss['pixel_weight']} x {loss.get('recon')} pixel loss"
-                                              if loss.get("pixel_weight") else "")
+    rec = "Dis_l (discriminator features)" if layers == 1 else \
+        f"Dis_l and the {layers - 1} finer discriminator layer{'s' if layers > 2 else ''} (averaged)"
+    if loss.get("pixel_weight"):
+        rec += f" + {loss['pixel_weight']} x {loss.get('recon')} pixel loss"
     adv = f"{loss.get('adversarial')}, weight {loss.get('adv_weight')}" + (
         " x adaptive" if loss.get("adaptive_weight") else "")
     rows += [("reconstruction loss", rec), ("gamma (decoder's weight on rec)", str(loss.get("gamma"))),

@@ -317,8 +317,8 @@ class Update:
 
     def mean_over_ranks(self, values: list[torch.Tensor]) -> list[float]:
         """The scalars' means over all ranks (themselves on one process)."""
-        stacked = torch.stack([v.detach().float().reshape(()) for v in values] + [torch.ones((), device=values[0].device)])
-        total = self.reduce_sum(stacked)
+        count = torch.ones((), device=values[0].device)
+        total = self.reduce_sum(torch.stack([v.detach().float().reshape(()) for v in values] + [count]))
         return (total[:-1] / total[-1]).tolist()
 
     def all_finite(self, logs: dict[str, torch.Tensor]) -> bool:
