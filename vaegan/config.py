@@ -279,10 +279,8 @@ def validate(cfg: Config) -> None:
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
                           f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
-    from vaegan.models.layers import levels  # here: vaegan.models imports this module
-
-    stages = levels(cfg.data.resolution)  # the discriminator's stride-2 convs (resolution checked above)
-    if cfg.loss.feature_layers > stages:
+    stages = {32: 2, 64: 3, 128: 4}.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
+    if cfg.loss.feature_layers > stages > 0:
         raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at "
                           f"data.resolution={cfg.data.resolution} (the discriminator's stride-2 convs), "
                           f"got {cfg.loss.feature_layers}")
