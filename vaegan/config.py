@@ -133,6 +133,8 @@ class Config:
 
 DIS_AUGMENT_KINDS = ("color", "translation", "cutout")  # loss.dis_augment's vocabulary (vaegan.training.augment)
 
+LEVELS = {32: 2, 64: 3, 128: 4}  # data.resolution -> stride-2 stages down to the nets' 8x8 bottleneck
+
 CHOICES = {
     "data.dataset": ("faces", "celeba", "folder"),
     "data.split": ("train", "val", "test", "all"),
@@ -279,7 +281,7 @@ def validate(cfg: Config) -> None:
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
                           f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
-    stages = {32: 2, 64: 3, 128: 4}.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
+    stages = LEVELS.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
     if cfg.loss.feature_layers > stages > 0:
         raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at "
                           f"data.resolution={cfg.data.resolution} (the discriminator's stride-2 convs), "

@@ -5,6 +5,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vaegan.config import LEVELS
+
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm for both conv (B, C, H, W) and fully connected (B, C) activations.
@@ -136,7 +138,7 @@ def channels(base: int, width: float) -> int:
 
 def levels(resolution: int) -> int:
     """Number of stride-2 stages between ``resolution`` and the 8x8 bottleneck."""
-    n = {32: 2, 64: 3, 128: 4}.get(resolution)
+    n = LEVELS.get(resolution)
     if n is None:
         raise ValueError(f"resolution {resolution} not supported; choose 32, 64 or 128")
     return n
