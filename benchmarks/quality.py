@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gmm-components", type=positive_int, default=10)
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("config", "fp32", "bf16"), default="config",
+                   help="train.precision of every run (config: the presets' bf16; fp32 on a CPU without native "
+                        "bf16, where bf16 is emulated and many times slower; the FLOP budget is the same)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
     return p.parse_args(argv)
@@ -118,6 +121,7 @@ def model_config(args, name: str, cache: Path, steps: int | None = None):
                  "data.num_workers=0", f"train.out_dir={Path(args.out) / 'runs'}", f"train.run_name={name}",
                  "train.tensorboard=false", "train.progress=false", "train.sample_every_steps=0",
                  f"train.seed={args.seed}"]
+    overrides += [f"train.precision={args.precision}"] if args.precision != "config" else []
     overrides += [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == name]
     if steps is not None:
         every = max(1, steps // args.evals)
@@ -331,6 +335,8 @@ def main(argv=None) -> int:
     budgets = {d.name: json.loads((d / "budget.json").read_text())
                for d in sorted((out / "runs").glob("*"), key=lambda d: (family(d.name) != "vae", d.name))
                if (d / "budget.json").exists()}
+    if not budgets:
+        raise SystemExit(f"{out / 'runs'}: no runs to report; train some with --models (without --no-train)")
     train_images, test_images = (CachedImages(paths[s]).get_batch(range(len(CachedImages(paths[s]))))
                                  for s in ("train", "test"))
     results = {}

@@ -8,8 +8,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality  # noqa: E402
+from conftest import FAST_PRECISION  # noqa: E402
 
-TINY = ["model.width=0.25", "model.enc_fc=64", "model.dis_fc=32", "model.latent_dim=16", "train.precision=bf16"]
+TINY = ["model.width=0.25", "model.enc_fc=64", "model.dis_fc=32", "model.latent_dim=16", f"train.precision={FAST_PRECISION}"]
 
 
 def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, tmp_path, capsys):
@@ -89,13 +90,20 @@ def test_warm_start_steps_are_charged_at_a_vae_steps_cost(celeba_root, tmp_path)
         quality.budget(args(f"vaegan:loss.warm_start_steps={too_long}"), "vaegan", cache)
 
 
-def test_variant_runs_take_their_familys_config_and_their_own_overrides(tmp_path):
+def test_variant_runs_take_their_familys_config_and_their_own_overrides(celeba_root, tmp_path):
     """vae-<variant> is the VAE config (e.g. a second seed of the baseline), vaegan-<variant> the VAE-GAN's."""
     args = quality.parse_args(["--out", str(tmp_path), "--set", "vae-s1:train.seed=1", "--set", "vaegan-s1:train.seed=1"])
     cache = tmp_path / "train.u8"
     for name, kind, seed in (("vae", "vae", 0), ("vae-s1", "vae", 1), ("vaegan", "vaegan", 0), ("vaegan-s1", "vaegan", 1)):
         cfg = quality.model_config(args, name, cache)
         assert (cfg.model.kind, cfg.train.seed, cfg.train.run_name) == (kind, seed, name)
+    # --precision sets every run's (fp32 where bf16 is emulated); a run's own --set still wins.
+    args = quality.parse_args(["--out", str(tmp_path), "--precision", "fp32", "--set", "vae-s1:train.precision=bf16"])
+    assert [quality.model_config(args, n, cache).train.precision for n in ("vae", "vaegan", "vae-s1")] == \
+        ["fp32", "fp32", "bf16"]
+    assert quality.model_config(quality.parse_args(["--out", str(tmp_path)]), "vae", cache).train.precision == "bf16"
+    with pytest.raises(SystemExit, match="no runs to report"):
+        quality.main(["--out", str(tmp_path / "empty"), "--root", str(celeba_root), "--resolution", "32", "--no-train"])
     for bad in ("vaex", "gan", "vaegan_s1"):
         with pytest.raises(SystemExit, match=f"'{bad}' is not vae, vaegan"):
             quality.main(["--out", str(tmp_path), "--root", str(tmp_path), "--models", bad])

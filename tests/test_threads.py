@@ -102,6 +102,23 @@ def test_trainer_logs_its_choice(tmp_path, capsys):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("native, precision, warned", [(False, "bf16", True), (True, "bf16", False),
+                                                     (False, "fp32", False)])
+def test_trainer_warns_of_emulated_bf16(tmp_path, capsys, monkeypatch, native, precision, warned):
+    """An AVX2-only CPU runs bf16 autocast on emulated kernels, several times slower than fp32:
+    the run says so and names the override, and only then."""
+    from vaegan.training.trainer import Trainer
+
+    monkeypatch.setattr(threads, "native_bf16", lambda: native)
+    before = torch.get_num_threads()
+    try:
+        Trainer(tiny_config("train.threads=1", f"train.precision={precision}"), tmp_path / "run")
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert ("no native bf16" in out and "train.precision=fp32" in out) == warned
+
+
 def test_cli_threads_option(tmp_path, capsys):
     from vaegan.cli import main
 

@@ -102,6 +102,26 @@ def apply_threads(requested: int | str, workers: int = 0, device_type: str = "cp
     return f"CPU threads: {threads} ({why}); {workers} loader workers"
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX), as oneDNN decides it.
+
+    Without it (an AVX2-only CPU, or AVX-512 without BF16) bf16 autocast still runs, on emulated
+    kernels: a training step is many times slower than in fp32 (benchmarks/README.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: trust the kernel level torch picked
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+def precision_note(precision: str, device_type: str) -> str | None:
+    """A warning for ``train.precision=bf16`` on a CPU without native bf16, else None."""
+    if precision != "bf16" or device_type != "cpu" or native_bf16():
+        return None
+    return (f"train.precision=bf16, but this CPU has no native bf16 (torch CPU kernels: "
+            f"{torch.backends.cpu.get_cpu_capability()}; no AVX-512 BF16 or AMX): bf16 runs on emulated kernels, "
+            f"many times slower than fp32. Set train.precision=fp32 for this machine.")
+
+
 class SlowdownDetector:
     """Says once when the median step time of the last ``window`` steps stays more than
     ``factor`` times the run's best window for ``patience`` windows in a row."""

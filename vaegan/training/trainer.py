@@ -26,7 +26,8 @@ from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
 from vaegan.models.layers import sync_batchnorm
 from vaegan.errors import InputError, VaeganError
 from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
-from vaegan.threads import SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers
+from vaegan.threads import (SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers,
+                            precision_note)
 from vaegan.training.ema import EMA, recalibrate_batchnorm
 from vaegan.training.update import LossScale, Update
 
@@ -150,6 +151,9 @@ class Trainer:
         self.workers = loader_workers(self.cfg.data.num_workers, hasattr(self.dataset, "get_batch"), self.device.type)
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
         acc.print(apply_threads(t.threads, self.workers, self.device.type, local_processes))
+        note = precision_note(t.precision, self.device.type)
+        if note:
+            acc.print(f"warning: {note}")
         tune = self.device.type == "cpu" and fixed_threads(t.threads) is None and torch.get_num_threads() > 1
         self.thread_tuner = ThreadTuner(torch.get_num_threads()) if tune else None
         self.slowdown = SlowdownDetector()
