@@ -94,8 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05 weights file, for FID/KID")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("config", "fp32", "bf16"), default="config",
-                   help="train.precision of every run (config: the presets' bf16; fp32 on a CPU without native "
-                        "bf16, where bf16 is emulated and many times slower; the FLOP budget is the same)")
+                   help="train.precision of every run (config: the presets' auto, bf16 where it is native, else "
+                        "fp32); the FLOP budget does not depend on it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
     return p.parse_args(argv)

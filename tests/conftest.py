@@ -7,12 +7,6 @@ import pytest
 import torch
 
 from vaegan.config import Config, load_config
-from vaegan.threads import native_bf16
-
-# The precision that trains fastest here: bf16 on CPUs with native bf16 (AVX-512 BF16, AMX), where
-# the fixtures' margins were measured; fp32 on AVX2-only CPUs, where bf16 runs on emulated kernels
-# about 10x slower (tests of bf16 itself ask for it by name).
-FAST_PRECISION = "bf16" if native_bf16() else "fp32"
 
 SHARED_CELEBA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celeba-subset"
 
@@ -40,17 +34,20 @@ def _train(tmp_path_factory, name: str, *overrides: str) -> Path:
     return run_dir
 
 
+# The fixtures train in train.precision=auto: bf16 on CPUs with native bf16, where the margins of the
+# tests that use them were measured; fp32 on AVX2-only CPUs, where bf16 runs on emulated kernels
+# about 10x slower (an AVX2 EPYC: the suite took 34 minutes with bf16 fixtures).
 @pytest.fixture(scope="session")
 def trained_vae_run(tmp_path_factory) -> Path:
     """A plain VAE trained for a few hundred steps on faces (32 px): a run folder."""
-    return _train(tmp_path_factory, "vae", "model.kind=vae", "train.max_steps=300", f"train.precision={FAST_PRECISION}",
+    return _train(tmp_path_factory, "vae", "model.kind=vae", "train.max_steps=300", "train.precision=auto",
                   "optim.name=adam", "optim.lr=1e-3", "model.width=0.5", "model.latent_dim=32")
 
 
 @pytest.fixture(scope="session")
 def trained_vaegan_run(tmp_path_factory) -> Path:
     """A small VAE-GAN trained briefly on faces (32 px) with an EMA: a run folder."""
-    return _train(tmp_path_factory, "vaegan", "model.kind=vaegan", "train.max_steps=60", f"train.precision={FAST_PRECISION}",
+    return _train(tmp_path_factory, "vaegan", "model.kind=vaegan", "train.max_steps=60", "train.precision=auto",
                   "optim.name=adam", "loss.adversarial=nonsaturating", "train.ema_decay=0.9")
 
 

@@ -8,9 +8,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import quality  # noqa: E402
-from conftest import FAST_PRECISION  # noqa: E402
 
-TINY = ["model.width=0.25", "model.enc_fc=64", "model.dis_fc=32", "model.latent_dim=16", f"train.precision={FAST_PRECISION}"]
+TINY = ["model.width=0.25", "model.enc_fc=64", "model.dis_fc=32", "model.latent_dim=16", "train.precision=auto"]
 
 
 def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, tmp_path, capsys):
@@ -101,7 +100,7 @@ def test_variant_runs_take_their_familys_config_and_their_own_overrides(celeba_r
     args = quality.parse_args(["--out", str(tmp_path), "--precision", "fp32", "--set", "vae-s1:train.precision=bf16"])
     assert [quality.model_config(args, n, cache).train.precision for n in ("vae", "vaegan", "vae-s1")] == \
         ["fp32", "fp32", "bf16"]
-    assert quality.model_config(quality.parse_args(["--out", str(tmp_path)]), "vae", cache).train.precision == "bf16"
+    assert quality.model_config(quality.parse_args(["--out", str(tmp_path)]), "vae", cache).train.precision == "auto"
     with pytest.raises(SystemExit, match="no runs to report"):
         quality.main(["--out", str(tmp_path / "empty"), "--root", str(celeba_root), "--resolution", "32", "--no-train"])
     for bad in ("vaex", "gan", "vaegan_s1"):

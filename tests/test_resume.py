@@ -16,11 +16,11 @@ from vaegan.cli import main
 from vaegan.storage.state import load_state
 from vaegan.training.trainer import Trainer, TrainingDiverged
 
-from conftest import FAST_PRECISION, TINY, tiny_config
+from conftest import TINY, tiny_config
 
 ROOT = Path(__file__).parents[1]
 RUN = [*TINY, "model.kind=vaegan", "train.max_steps=12", "train.checkpoint_every_steps=3", "train.ema_decay=0.9",
-       "train.keep_checkpoints=2", "data.hflip=true", "optim.name=adam", f"train.precision={FAST_PRECISION}"]
+       "train.keep_checkpoints=2", "data.hflip=true", "optim.name=adam"]
 
 
 def _tensors(state, prefix=""):

@@ -1,4 +1,6 @@
 """The CPU thread policy: usable CPUs, worker and thread counts, the tuner and the slowdown detector."""
+import json
+
 import pytest
 import torch
 
@@ -117,6 +119,28 @@ def test_trainer_warns_of_emulated_bf16(tmp_path, capsys, monkeypatch, native, p
         torch.set_num_threads(before)
     out = capsys.readouterr().out
     assert ("no native bf16" in out and "train.precision=fp32" in out) == warned
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_it_is_native(tmp_path, monkeypatch, native, expected):
+    """train.precision=auto (the presets'): resolved once at the start and recorded in the run's
+    config, so a resume continues in what the run trained in."""
+    from vaegan.training.trainer import Trainer
+
+    monkeypatch.setattr(threads, "native_bf16", lambda: native)
+    assert [threads.resolve_precision(p, "cpu") for p in ("auto", "fp32", "bf16")] == [expected, "fp32", "bf16"]
+    assert threads.resolve_precision("auto", "mps") == "fp32"
+    before = torch.get_num_threads()
+    try:
+        cfg = tiny_config("train.threads=1", "train.precision=auto", "train.max_steps=1")
+        tr = Trainer(cfg, tmp_path / "run")
+        with tr.autocast():
+            assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+        tr.fit()
+    finally:
+        torch.set_num_threads(before)
+    assert cfg.train.precision == "auto" and tr.cfg.train.precision == expected  # the caller's config untouched
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"] == expected
 
 
 def test_cli_threads_option(tmp_path, capsys):

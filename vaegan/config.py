@@ -95,7 +95,7 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 64
     max_steps: int = 10000
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where it is native, else fp32; resolved at the start of a run)
     channels_last: bool = True
     seed: int = 0
     out_dir: str = "runs"
@@ -147,7 +147,7 @@ CHOICES = {
     "loss.adversarial": ("original", "nonsaturating", "hinge"),
     "loss.fake_sources": ("recon", "prior", "both"),
     "optim.name": ("rmsprop", "adam"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("fp32", "bf16", "fp16", "auto"),
 }
 
 

@@ -1,4 +1,4 @@
-"""How many CPU threads to compute with, and noticing when the machine gets busy.
+"""How many CPU threads to compute with, noticing when the machine gets busy, and which precision is fast.
 
 Torch's default intra-op thread count is the host's physical core count. On a small or shared
 CPU that is the wrong number twice over: a container or ``taskset`` may allow fewer cores than
@@ -113,13 +113,27 @@ def native_bf16() -> bool:
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+def resolve_precision(precision: str, device_type: str) -> str:
+    """``train.precision=auto``: bf16 where it is native (a CUDA GPU with bf16, a CPU with AVX-512
+    BF16 or AMX), else fp32. Any other value is returned as it is."""
+    if precision != "auto":
+        return precision
+    if device_type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # an older torch: no emulation to exclude
+            native = torch.cuda.is_bf16_supported()
+        return "bf16" if native else "fp32"
+    return "bf16" if device_type == "cpu" and native_bf16() else "fp32"
+
+
 def precision_note(precision: str, device_type: str) -> str | None:
     """A warning for ``train.precision=bf16`` on a CPU without native bf16, else None."""
     if precision != "bf16" or device_type != "cpu" or native_bf16():
         return None
     return (f"train.precision=bf16, but this CPU has no native bf16 (torch CPU kernels: "
             f"{torch.backends.cpu.get_cpu_capability()}; no AVX-512 BF16 or AMX): bf16 runs on emulated kernels, "
-            f"many times slower than fp32. Set train.precision=fp32 for this machine.")
+            f"many times slower than fp32. Set train.precision=fp32 (or auto) for this machine.")
 
 
 class SlowdownDetector:

@@ -6,6 +6,7 @@ trainer builds it, feeds it batches and noise, and keeps the state around it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +28,7 @@ from vaegan.models.layers import sync_batchnorm
 from vaegan.errors import InputError, VaeganError
 from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from vaegan.threads import (SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers,
-                            precision_note)
+                            precision_note, resolve_precision)
 from vaegan.training.ema import EMA, recalibrate_batchnorm
 from vaegan.training.update import LossScale, Update
 
@@ -99,6 +100,11 @@ class Trainer:
         )
         acc = self.accelerator
         self.device = acc.device
+        if t.precision == "auto":  # resolved once, and recorded so: a resume keeps what the run trained in
+            resolved = resolve_precision(t.precision, self.device.type)
+            acc.print(f"precision: {resolved} (train.precision=auto on {self.device.type})")
+            self.cfg = cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, precision=resolved))
+            t = cfg.train
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
         self.autocast = lambda: torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
