@@ -56,9 +56,10 @@ def test_bf16_losses_track_fp32(tmp_path):
     bf16 = _divergence(fp32, _train(tmp_path, "bf16", "train.precision=bf16"))
     for key in KEYS:
         assert bf16[key][0] <= bound[key][0] and bf16[key][1] <= bound[key][1], (key, bf16[key], bound[key])
-    # The bound can fail: a KL weighted 2x too much (e.g. in the wrong units) under bf16 leaves it
-    # (measured: run-mean KL 20% off against bounds of 2-6%).
-    broken = _divergence(fp32, _train(tmp_path, "broken", "train.precision=bf16", "loss.beta=2.0"))
+    # The bound can fail: a KL weighted 2x too much (e.g. in the wrong units) leaves it (measured in
+    # bf16: run-mean KL 20% off against bounds of 2-6%; in fp32 on an AVX2 EPYC, 17.5% against
+    # 7.2%). Checked in fp32: on an AVX2-only CPU each bf16 run is emulated and costs over a minute.
+    broken = _divergence(fp32, _train(tmp_path, "broken", "train.precision=fp32", "loss.beta=2.0"))
     assert broken["loss/kl"][1] > bound["loss/kl"][1], (broken["loss/kl"], bound["loss/kl"])
 
 
