@@ -68,8 +68,9 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
 
     kl = losses.kl_loss(posterior)
     n = loss_cfg.feature_layers
-    dis_l = losses.feature_loss(features_rec[-n:], features_real[-n:])
-    rec = dis_l + loss_cfg.pixel_weight * losses.pixel_loss(x_rec, x, loss_cfg.recon)
+    features = losses.feature_loss(features_rec[-n:], features_real[-n:])
+    dis_l = losses.feature_loss(features_rec[-1:], features_real[-1:])
+    rec = features + loss_cfg.pixel_weight * losses.pixel_loss(x_rec, x, loss_cfg.recon)
     gan = losses.g_loss(logits_fake, loss_cfg.adversarial)
     if loss_cfg.adaptive_weight and adv_weight:
         adv_weight = adv_weight * losses.adaptive_weight(loss_cfg.gamma * rec, gan, decoder.last_layer,
@@ -100,7 +101,8 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
 
     _put_grads(encoder, encoder_grads)
     _put_grads(decoder, decoder_grads)
-    return {"loss/kl": kl.detach(), "loss/dis_l": dis_l.detach(), "loss/gan": gan.detach(),
+    return {"loss/kl": kl.detach(), "loss/dis_l": dis_l.detach(), "loss/features": features.detach(),
+            "loss/gan": gan.detach(),
             "loss/dis": d_loss.detach(), "weight/adv": torch.as_tensor(adv_weight, dtype=torch.float32)}
 
 

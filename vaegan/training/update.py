@@ -114,13 +114,18 @@ def add_r1(logs: dict[str, torch.Tensor], fwd: Forward, r1_weight: float) -> Non
 def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[str, torch.Tensor]:
     """Encoder and decoder objectives before the adversarial weight is applied.
 
-    loss/rec, the reconstruction term both learn from, is Dis_l plus ``cfg.pixel_weight`` times
-    the pixel likelihood of the (unaugmented) reconstruction the discriminator read."""
+    loss/rec, the reconstruction term both learn from, is the feature term (Dis_l, or with
+    ``cfg.feature_layers`` > 1 the mean over layers, logged as loss/features) plus
+    ``cfg.pixel_weight`` times the pixel likelihood of the (unaugmented) reconstruction the
+    discriminator read. loss/dis_l is always Dis_l alone."""
     kl = losses.kl_loss(fwd.posterior)
     n = cfg.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     adv = losses.g_loss(fwd.logits_fake, cfg.adversarial)
     logs = {"loss/kl": kl, "loss/dis_l": feat, "loss/rec": feat, "loss/gan": adv, "weight/kl": torch.tensor(kl_weight)}
+    if n > 1:  # the term trained on is the mean over layers; loss/dis_l stays Dis_l alone
+        logs["loss/features"] = feat
+        logs["loss/dis_l"] = losses.feature_loss(fwd.features_rec[-1:], fwd.features_real[-1:]).detach()
     if cfg.pixel_weight > 0:
         logs["loss/pixel"] = losses.pixel_loss(fwd.fake_inputs[0], fwd.x, cfg.recon)
         logs["loss/rec"] = feat + cfg.pixel_weight * logs["loss/pixel"]
