@@ -44,6 +44,7 @@ from vaegan.models.gmm import fit_gmm  # noqa: E402
 from vaegan.models.inference import decode_latents, encode_images, reconstruct  # noqa: E402
 from vaegan.metrics.swd import compute_swd, pyramid_resolutions  # noqa: E402
 from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
+from vaegan.metrics.latent import aggregate_posterior_stats  # noqa: E402
 from vaegan.storage.pretrained import load_pretrained  # noqa: E402
 from vaegan.evaluation.report import side_by_side  # noqa: E402
 from vaegan.training.trainer import Trainer  # noqa: E402
@@ -213,9 +214,10 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
     gen = torch.Generator().manual_seed(args.seed)
     normal = decode_latents(vae, torch.randn(n, vae.latent_dim, generator=gen))
     recon = reconstruct(vae, reference)
-    gmm = fit_gmm(encode_images(vae, train_images).mean, args.gmm_components, seed=args.seed)
+    codes = encode_images(vae, train_images)
+    gmm = fit_gmm(codes.mean, args.gmm_components, seed=args.seed)
     mixture = decode_latents(vae, gmm.sample(n, torch.Generator().manual_seed(args.seed)))
-    out = {}
+    out = {"latent": aggregate_posterior_stats(codes)}
     for prior, samples in (("normal", normal), ("gmm", mixture)):
         m = image_metrics(samples, recon, reference, seed=args.seed)
         if prior == "normal" and args.swd_draws > 1:
@@ -252,8 +254,10 @@ def cached_evaluation(path: Path, checkpoint: Path, train_images, test_images, a
     if args.swd_draws != 1:  # (evaluations cached before the option existed used one draw)
         key["swd_draws"] = args.swd_draws
     meta, tensors = Path(f"{path}.json"), Path(f"{path}.safetensors")
-    if meta.exists() and tensors.exists() and json.loads(meta.read_text())["key"] == key:
-        return {**json.loads(meta.read_text())["metrics"], "images": load_file(str(tensors))}
+    if meta.exists() and tensors.exists():
+        cached = json.loads(meta.read_text())
+        if cached["key"] == key and "latent" in cached["metrics"]:  # (older evaluations lack it: redone)
+            return {**cached["metrics"], "images": load_file(str(tensors))}
     point = evaluate(checkpoint, train_images, test_images, args)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in point["images"].items()}, str(tensors))
@@ -282,14 +286,17 @@ def report(args, results: dict) -> str:
         for name, point in points.items():
             values = " | ".join(fmt(point[prior].get(k, float("nan"))) for k in keys)
             lines.append(f"| {name} | {point['step']} | {values} |")
-    lines += ["\n### Along the budget (N(0, I) samples)\n", f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)} | hf | grid | PSNR |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["\n### Along the budget (N(0, I) samples; agg. KL and active: the training codes, "
+              "vaegan.metrics.latent)\n",
+              f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)} | hf | grid | PSNR | agg. KL | active |",
+              "|---" * 9 + "|"]
     for name, res in results.items():
         for point in res["curve"]:
-            m = point["normal"]
+            m, latent = point["normal"], point.get("latent", {})  # (evaluations cached before it: absent)
             lines.append(f"| {name} | {point['step']} | {point['pflop']:.2f} | "
                          f"{' / '.join(_mean_sd(m, k) for k in swd)} | {m['hf_ratio']:.2f} | "
-                         f"{m['grid_peak_ratio']:.2f} | {m['psnr']:.2f} |")
+                         f"{m['grid_peak_ratio']:.2f} | {m['psnr']:.2f} | "
+                         f"{fmt(latent.get('aggregate_kl', '-'))} | {latent.get('active_units', '-')} |")
     return "\n".join(lines) + "\n"
 
 

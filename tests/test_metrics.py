@@ -435,3 +435,39 @@ def test_evaluation_reads_a_folder_as_training_does(tmp_path):
     assert [tuple(x.shape[1:]) for x in whole] == [(37, 53), (71, 40), (19, 24), (64, 96), (32, 32)]
     assert torch.equal(torch.stack([resize_uint8(x, res) for x in whole]), expected)
     assert torch.equal(torch.stack([read_image(f, res) for f in training.files]), expected)
+
+
+def _whitened(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """(n, d) codes whose sample mean is exactly 0 and sample covariance exactly I."""
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = x - x.mean(0)
+    chol = torch.linalg.cholesky(x.T @ x / (n - 1))
+    return torch.linalg.solve_triangular(chol, x.T, upper=False).T
+
+
+def test_aggregate_kl_is_zero_when_the_codes_fill_the_prior_and_exact_otherwise():
+    from vaegan.metrics.latent import aggregate_posterior_stats
+    from vaegan.models.distributions import DiagonalGaussian
+    n, d, var = 500, 6, 0.36
+    codes = _whitened(n, d) * (1 - var) ** 0.5  # Cov(means) + E[var] = I, mean 0
+    logvar = torch.full((n, d), math.log(var))
+    filled = aggregate_posterior_stats(DiagonalGaussian(codes, logvar))
+    assert filled["aggregate_kl"] == pytest.approx(0.0, abs=1e-5)  # float32 storage of the codes
+    # shrunk by 0.5 and shifted by 1 in one dim: KL = d/2 (s - 1 - log s) + 1/2, s = 0.25 (1 - var) + var
+    shift = torch.zeros(d)
+    shift[0] = 1.0
+    s = 0.25 * (1 - var) + var
+    moved = aggregate_posterior_stats(DiagonalGaussian(codes * 0.5 + shift, logvar))
+    assert moved["aggregate_kl"] == pytest.approx(d / 2 * (s - 1 - math.log(s)) + 0.5, rel=1e-5)
+
+
+def test_active_units_count_the_dimensions_the_means_use():
+    from vaegan.metrics.latent import aggregate_posterior_stats
+    from vaegan.models.distributions import DiagonalGaussian
+    codes = _whitened(200, 5).float()
+    codes[:, 1] *= 0.05  # variance 0.0025: collapsed to the prior, below the 0.01 threshold
+    codes[:, 3] = 2.0  # constant: no information
+    stats = aggregate_posterior_stats(DiagonalGaussian(codes, torch.zeros(200, 5)))
+    assert stats["active_units"] == 3
+    with pytest.raises(ValueError, match="at least 2"):
+        aggregate_posterior_stats(DiagonalGaussian(codes[:1], torch.zeros(1, 5)))

@@ -28,6 +28,8 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
         for prior in ("normal", "gmm"):
             m = r["curve"][-1][prior]
             assert {"SWDx1e3_32", "SWDx1e3_16", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr"} <= set(m)
+        latent = r["curve"][-1]["latent"]  # the training codes against N(0, I)
+        assert latent["aggregate_kl"] > 0 and 0 <= latent["active_units"] <= 16  # latent_dim
     for png in ("samples-normal.png", "samples-gmm.png", "recon.png", "curves.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
     assert "| vaegan |" in capsys.readouterr().out
@@ -35,6 +37,14 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     before = (tmp_path / "runs" / "vae" / "log.jsonl").read_text()
     assert quality.main([*args, "--no-train"]) == 0
     assert (tmp_path / "runs" / "vae" / "log.jsonl").read_text() == before
+    # An evaluation cached before the latent statistics existed is redone, not reported without them.
+    latent = report["vae"]["curve"][-1]["latent"]
+    (cached,) = (tmp_path / "eval").glob(f"vae-step-{report['vae']['curve'][-1]['step']:08d}.json")
+    old = json.loads(cached.read_text())
+    del old["metrics"]["latent"]
+    cached.write_text(json.dumps(old))
+    assert quality.main([*args, "--no-train"]) == 0
+    assert json.loads(cached.read_text())["metrics"]["latent"] == latent
     # --swd-draws: SWD over several sample sets, the first being the one-draw evaluation's.
     one = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["normal"]
     assert quality.main([*args, "--no-train", "--swd-draws", "3"]) == 0
