@@ -1,7 +1,8 @@
 """The bench's contention section: the toolkit's default CPU step on an idle and on a busy machine.
 
 For each phase (idle; one busy competitor process, started and stopped here) the VAE-GAN
-training step runs with each fixed thread count (1 and the usable CPUs) and with the default
+training step, in the precision the presets' ``train.precision=auto`` picks on this CPU (bf16
+where it is native, else fp32), runs with each fixed thread count (1 and the usable CPUs) and with the default
 (``train.threads=auto``: the policy's count, re-tuned by ``vaegan.threads.ThreadTuner`` as it
 would be inside ``Trainer.fit``). Images/s come from the median step time after a warm-up long
 enough for the tuner's first trial. Targets: busy, the default keeps >= 90% of the best fixed
@@ -20,16 +21,17 @@ from pathlib import Path
 import torch
 
 from vaegan.config import load_config
-from vaegan.threads import usable_cpus
+from vaegan.threads import resolve_precision, usable_cpus
 from vaegan.training.trainer import Trainer
 
 TARGETS = {"busy": 0.90, "idle": 0.95}
+PRECISION = resolve_precision("auto", "cpu")  # what a preset trains in here: emulated bf16 says nothing
 
 
 def _trainer(s, threads: int | str, run_dir: Path) -> Trainer:
     cfg = load_config(None, [
         "model.kind=vaegan", "data.dataset=faces", f"data.resolution={s.resolution}",
-        f"data.num_images={max(64, s.batch_size)}", f"train.batch_size={s.batch_size}", "train.precision=bf16",
+        f"data.num_images={max(64, s.batch_size)}", f"train.batch_size={s.batch_size}", f"train.precision={PRECISION}",
         "train.channels_last=true", "train.tensorboard=false", "train.progress=false", f"train.threads={threads}",
     ])
     return Trainer(cfg, run_dir)
@@ -59,7 +61,7 @@ def measure_contention(s, batch: torch.Tensor, steps: int = 12) -> dict:
     counts = sorted({1, cpus})
     before = torch.get_num_threads()
     tuner_warmup = 2 * (len(counts) * 7) + 2  # the first trial: 7 steps per candidate, with room
-    out = {"usable_cpus": cpus, "why": why, "steps": steps, "phases": {}}
+    out = {"usable_cpus": cpus, "why": why, "steps": steps, "precision": PRECISION, "phases": {}}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for phase in ("idle", "busy"):
@@ -84,7 +86,7 @@ def measure_contention(s, batch: torch.Tensor, steps: int = 12) -> dict:
 
 
 def report_lines(c: dict) -> list[str]:
-    lines = ["", f"Contention: VAE-GAN bf16 step, default (train.threads=auto) vs fixed thread counts; usable CPUs "
+    lines = ["", f"Contention: VAE-GAN {c.get('precision', 'bf16')} step, default (train.threads=auto) vs fixed thread counts; usable CPUs "
                  f"{c['usable_cpus']} ({c['why']}); median of {c['steps']} steps after warm-up",
              f"  {'phase':<28} " + " ".join(f"{k:>11}" for k in c["phases"]["idle"] if k.endswith("threads") and k != "default_threads")
              + f" {'default':>9} {'(threads)':>9} {'default/best':>13}"]
