@@ -216,6 +216,32 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path,
     assert _steps(run) == [1, 2, 3, 4]
 
 
+def test_choosing_a_checkpoint_reads_each_one_tried_once(tmp_path, monkeypatch):
+    """Resolving and checking share one read of each checkpoint tried; loading adds one of the chosen."""
+    import vaegan.storage.checkpoint as checkpoint
+    import vaegan.storage.state as state
+
+    run = _trained(tmp_path, "train.max_steps=4", "train.checkpoint_every_steps=2", "train.keep_checkpoints=2")
+    latest = run / "checkpoints" / "step-00000004" / "state.safetensors"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    seen, inspect = [], state.inspect_state
+
+    def counting(folder):
+        seen.append(Path(folder).name)
+        return inspect(folder)
+
+    monkeypatch.setattr(checkpoint, "inspect_state", counting)
+    monkeypatch.setattr(state, "inspect_state", counting)
+    with pytest.warns(UserWarning, match="step-00000004"):
+        folder, skeleton = checkpoint.checked_checkpoint(run)
+    assert folder.name == "step-00000002" and skeleton["step"] == 2
+    assert seen == ["step-00000004", "step-00000002"]
+    seen.clear()
+    with pytest.warns(UserWarning, match="step-00000004"):
+        assert checkpoint.load_checkpoint(run)[1]["step"] == 2
+    assert seen == ["step-00000004", "step-00000002", "step-00000002"]  # choose, then load the tensors
+
+
 def test_keeping_checkpoints_never_deletes_the_new_one_for_a_stale_newer_one(tmp_path):
     run = _trained(tmp_path, "train.max_steps=2")
     state = load_state(resolve_checkpoint(run))

@@ -93,20 +93,33 @@ def resolve_checkpoint(path: str | Path) -> Path:
     it reports what is wrong). MissingFileError when the run has no checkpoint at all; InputError
     naming every corrupt one when none is intact.
     """
+    return _resolve(path, stacklevel=3)[0]
+
+
+def checked_checkpoint(path: str | Path) -> tuple[Path, dict]:
+    """``(folder, skeleton)``: the checkpoint :func:`resolve_checkpoint` picks and what
+    :func:`check_checkpoint` returns for it, checked once."""
+    folder, skeleton = _resolve(path, stacklevel=3)
+    return folder, skeleton if skeleton is not None else check_checkpoint(folder)
+
+
+def _resolve(path: str | Path, stacklevel: int) -> tuple[Path, dict | None]:
+    """:func:`resolve_checkpoint`'s folder, with its skeleton when choosing it checked it (None for a
+    checkpoint folder named directly). ``stacklevel``: the warnings' (3: the caller's caller)."""
     path = Path(path)
     if (path / "state.json").is_file():
-        return path
+        return path, None
     candidates = checkpoint_candidates(path)
     problems = []
     for folder in candidates:
         try:
-            check_checkpoint(folder)
+            skeleton = check_checkpoint(folder)
         except (InputError, MissingFileError) as e:
             problems.append(str(e))
             continue
         for problem in problems:
-            warnings.warn(f"{problem}; using the newest intact checkpoint, {folder}", stacklevel=2)
-        return folder
+            warnings.warn(f"{problem}; using the newest intact checkpoint, {folder}", stacklevel=stacklevel)
+        return folder, skeleton
     if problems:
         raise InputError(f"no intact checkpoint in {path}: {'; '.join(problems)}. Delete the corrupt checkpoint "
                          f"folders to restart the run from step 0 with: vaegan train --resume {path}")
@@ -127,6 +140,5 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 def load_checkpoint(path: str | Path) -> tuple[Path, dict]:
     """``(folder, state)`` of the checkpoint :func:`resolve_checkpoint` picks; InputError naming the file
     when it cannot be read."""
-    folder = resolve_checkpoint(path)
-    check_checkpoint(folder)
+    folder, _ = checked_checkpoint(path)
     return folder, load_state(folder)

@@ -60,7 +60,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     the config describes are checked against the checkpoint's tensor shapes (from the safetensors
     header, no tensor loaded) before anything is built.
     """
-    from vaegan.storage.checkpoint import check_checkpoint, has_checkpoint, resolve_checkpoint
+    from vaegan.storage.checkpoint import checked_checkpoint, has_checkpoint
     from vaegan.storage.pretrained import check_checkpoint_shapes
 
     run_dir = Path(run_dir)
@@ -69,10 +69,10 @@ def read_run_config(run_dir: str | Path) -> Config:
             raise InputError(f"not a run folder: {run_dir} is a file")
         raise MissingFileError(f"run folder not found: {run_dir}")
     if has_checkpoint(run_dir):
-        folder = resolve_checkpoint(run_dir)
+        folder, skeleton = checked_checkpoint(run_dir)
         where = folder / "state.json"
         try:
-            cfg = from_dict(check_checkpoint(folder)["config"])
+            cfg = from_dict(skeleton["config"])
         except ConfigError as e:
             raise _named(e, str(where)) from None
         check_checkpoint_shapes(cfg, folder)
