@@ -12,7 +12,9 @@ seed, the test images as reference (read by the same cached reader that feeds tr
 prior samples from N(0, I) and from a Gaussian mixture fitted to the training codes
 (``vaegan.models.gmm``), reconstructions of the test images. Metrics: SWD per pyramid level,
 sample sharpness (high-frequency fraction / real), grid-peak ratio (checkerboard, / real),
-pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--inception-weights``.
+pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--inception-weights``;
+of the training codes, the aggregate posterior's KL to N(0, I) and the active units
+(``vaegan.metrics.latent``).
 
 Writes OUT/quality.json, OUT/quality.md (the table), OUT/curves.png (metrics against compute),
 OUT/samples.png and OUT/recon.png (both models side by side). Runs resume: a finished model is
