@@ -102,8 +102,8 @@ def reference_gradients(encoder: nn.Module, decoder: nn.Module, discriminator: n
     _put_grads(encoder, encoder_grads)
     _put_grads(decoder, decoder_grads)
     return {"loss/kl": kl.detach(), "loss/dis_l": dis_l.detach(), "loss/features": features.detach(),
-            "loss/gan": gan.detach(),
-            "loss/dis": d_loss.detach(), "weight/adv": torch.as_tensor(adv_weight, dtype=torch.float32)}
+            "loss/gan": gan.detach(), "loss/dis": d_loss.detach(),
+            "weight/adv": torch.as_tensor(adv_weight, dtype=torch.float32)}
 
 
 def reference_step(nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], x: torch.Tensor,

@@ -10,6 +10,8 @@ Images enter as uint8 (N, 3, H, W) in [0, 255] (vaegan.images.to_uint8 converts 
 - features:  feature extraction, Inception weights, the content-keyed reference cache.
 - batching:  every image source (tensor, Dataset, folder, iterable) as uint8 batches.
 - frechet:   the Frechet distance of two Gaussians.
+- latent:    how the training codes fill the prior (aggregate posterior KL, active units): it takes
+             the encoder's posteriors, not images.
 
 fid and features import torch-fidelity; their names here are imported on first use.
 """

@@ -10,8 +10,8 @@ numbers, both from the posteriors of a set of images (no decoding):
   two moments match the prior's; it sees a shifted, shrunk, stretched or correlated code
   cloud, not the holes of a non-Gaussian one with the right moments.
 - ``active_units``: latent dimensions whose posterior mean varies across images by more than
-  0.01 (Burda et al. 2016): the dimensions that carry information; the others the decoder reads
-  as noise.
+  0.01 (Burda et al. 2016): the dimensions that carry information; in the others every image's
+  posterior is close to the prior, and the decoder learns to ignore them.
 """
 from __future__ import annotations
 
