@@ -125,7 +125,8 @@ def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[st
     logs = {"loss/kl": kl, "loss/dis_l": feat, "loss/rec": feat, "loss/gan": adv, "weight/kl": torch.tensor(kl_weight)}
     if n > 1:  # the term trained on is the mean over layers; loss/dis_l stays Dis_l alone
         logs["loss/features"] = feat
-        logs["loss/dis_l"] = losses.feature_loss(fwd.features_rec[-1:], fwd.features_real[-1:]).detach()
+        with torch.no_grad():  # a log value: no graph recorded for it
+            logs["loss/dis_l"] = losses.feature_loss(fwd.features_rec[-1:], fwd.features_real[-1:])
     if cfg.pixel_weight > 0:
         logs["loss/pixel"] = losses.pixel_loss(fwd.fake_inputs[0], fwd.x, cfg.recon)
         logs["loss/rec"] = feat + cfg.pixel_weight * logs["loss/pixel"]
