@@ -16,13 +16,14 @@ pixel FD at 8x8, reconstruction PSNR/SSIM and sharpness, FID/KID with ``--incept
 of the training codes, the aggregate posterior's KL to N(0, I) and the active units
 (``vaegan.metrics.latent``).
 
-Writes OUT/quality.json, OUT/quality.md (the table), OUT/curves.png (metrics against compute),
-OUT/samples.png and OUT/recon.png (both models side by side). Runs resume: a finished model is
-not trained again, so ``--models vae`` and ``--models vaegan`` can run as two processes (one
-thread each) and a last call without training writes the report. A larger ``--budget-pflop``
-continues a finished run from its last checkpoint, with ``--evals`` points over the new budget
-(``--budget-pflop 1 --evals 2``, then ``--budget-pflop 2 --evals 4``: the points fall at 0.5, 1.0,
-1.5 and 2.0 PFLOP).
+Writes OUT/quality.json, OUT/quality.md (the tables), OUT/curves.png (metrics against compute),
+OUT/samples-normal.png, OUT/samples-gmm.png and OUT/recon.png (the models side by side). Runs
+resume: a finished model is not trained again, so ``--models vae --train-only`` and ``--models
+vaegan --train-only`` can run as two processes (one thread each) and a last call with
+``--no-train`` writes the report (without ``--train-only`` each would go on to evaluate every run
+in the folder). A larger ``--budget-pflop`` continues a finished run from its last checkpoint,
+with ``--evals`` points over the new budget (``--budget-pflop 1 --evals 2``, then
+``--budget-pflop 2 --evals 4``: the points fall at 0.5, 1.0, 1.5 and 2.0 PFLOP).
 """
 from __future__ import annotations
 
@@ -101,7 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train.precision of every run (config: the presets' auto, bf16 where it is native, else "
                         "fp32); the FLOP budget does not depend on it")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
+    mode.add_argument("--train-only", action="store_true",
+                      help="train the --models runs and stop, evaluating nothing (runs trained as separate "
+                           "processes; a last call with --no-train reports them all)")
     return p.parse_args(argv)
 
 
@@ -341,6 +346,8 @@ def main(argv=None) -> int:
     paths = caches(args)
     for name in names:
         train(args, name, paths["train"])
+    if args.train_only:
+        return 0
     # Every finished run in the folder is reported: the VAE runs first, then the VAE-GAN runs.
     budgets = {d.name: json.loads((d / "budget.json").read_text())
                for d in sorted((out / "runs").glob("*"), key=lambda d: (family(d.name) != "vae", d.name))

@@ -67,9 +67,17 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
         assert three[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(SystemExit):
         quality.parse_args(["--out", str(tmp_path), "--swd-draws", "0"])
-    # A doubled budget continues the finished run (same first points, two more).
-    assert quality.main([*args[:args.index("--budget-pflop")], "--budget-pflop", "0.001", "--evals", "4",
-                         *args[args.index("--evals") + 2:], "--models", "vae"]) == 0
+    # A doubled budget continues the finished run (same first points, two more); --train-only trains
+    # and stops (nothing evaluated, the report untouched), a --no-train call then reports.
+    doubled = [*args[:args.index("--budget-pflop")], "--budget-pflop", "0.001", "--evals", "4",
+               *args[args.index("--evals") + 2:]]
+    evaluated, reported = sorted((tmp_path / "eval").iterdir()), (tmp_path / "quality.json").read_text()
+    assert quality.main([*doubled, "--models", "vae", "--train-only"]) == 0
+    assert sorted((tmp_path / "eval").iterdir()) == evaluated and (tmp_path / "quality.json").read_text() == reported
+    assert json.loads((tmp_path / "runs" / "vae" / "budget.json").read_text())["finished"]
+    assert quality.main([*doubled, "--no-train"]) == 0
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--out", str(tmp_path), "--no-train", "--train-only"])
     longer = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]
     steps = report["vae"]["budget"]["steps"]
     assert longer["budget"]["steps"] == 2 * steps and longer["budget"]["finished"]
