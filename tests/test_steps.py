@@ -4,6 +4,7 @@ import copy
 import pytest
 import torch
 
+from vaegan.config import ConfigError
 from vaegan.training import losses
 from vaegan.training import update as steps
 from vaegan.training.trainer import Trainer
@@ -31,6 +32,8 @@ def _expected(tr, nets, x, noise):
                                noise["z_prior"], tr.cfg.loss.fake_sources)
     lc = tr.cfg.loss
     kl = losses.kl_loss(fwd.posterior)
+    if lc.mmd_weight > 0:  # the encoder's latent term: KL plus the MMD of its codes against the drawn prior
+        kl = kl + losses.mmd_loss(fwd.z, noise["z_mmd"]) * (lc.mmd_weight / lc.beta)
     n = lc.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
@@ -44,9 +47,10 @@ def _expected(tr, nets, x, noise):
     }
 
 
-@pytest.mark.parametrize("sources,layers", [("both", 1), ("recon", 1), ("prior", 1), ("both", 2)])
-def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers):
-    tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}")
+@pytest.mark.parametrize("sources,layers,mmd", [("both", 1, 0), ("recon", 1, 0), ("prior", 1, 0), ("both", 2, 0),
+                                                ("both", 1, 50)])
+def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers, mmd):
+    tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}", f"loss.mmd_weight={mmd}")
     x = _batch(tr)
     nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
     result = tr.update(x, tr.noise, tr.step, sync=False)  # gradients, no optimizer step
@@ -214,3 +218,67 @@ def test_r1_is_computed_only_when_the_discriminator_trains(tmp_path, monkeypatch
     result = tr.update(_batch(tr), tr.noise, tr.step, sync=False)
     assert ("discriminator" in result.paused) is paused
     assert ("dis/r1" in result.logs) is (not paused) and len(calls) == int(not paused)
+
+
+@pytest.mark.parametrize("kind", ["vae", "vaegan"])
+def test_mmd_term_reaches_the_encoder_only(tmp_path, kind):
+    """loss.mmd_weight: the encoder's gradient changes, the decoder's and discriminator's do not
+    (same weights, same eps and prior draws: the MMD's own draws come after them)."""
+    got = {}
+    for mmd in (0, 100):
+        tr = _trainer(tmp_path / f"{kind}{mmd}", f"model.kind={kind}", f"loss.mmd_weight={mmd}")
+        result = tr.update(_batch(tr), tr.noise, tr.step, sync=False)
+        got[mmd] = {name: _grads(net) for name, net in tr.nets.items()}, result
+    (off, r_off), (on, r_on) = got[0], got[100]
+    assert "loss/mmd" not in r_off.logs and "z_mmd" not in r_off.noise
+    assert r_on.logs["loss/mmd"].item() > 0  # untrained codes are far from N(0, I)
+    torch.testing.assert_close(r_on.noise["eps"], r_off.noise["eps"], rtol=0, atol=0)
+    for name in off:
+        same = all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(off[name], on[name]))
+        assert same == (name != "encoder"), name
+    if kind == "vae":  # the objective the VAE steps on carries the term
+        logs = r_on.logs
+        expected = logs["loss/recon"] + logs["weight/kl"] * logs["loss/kl"] + 100 * logs["loss/mmd"]
+        assert logs["loss/total"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_mmd_loss_is_the_unbiased_imq_estimate():
+    """By hand on two 1-D points: the within-set terms drop the diagonal, so MMD^2 = k(1) - k(0)."""
+    z = torch.tensor([[0.0], [1.0]])
+    k0 = float(len(losses.IMQ_SCALES))  # k(a, a) = 1 at every scale
+    k1 = sum(2 * s / (2 * s + 1.0) for s in losses.IMQ_SCALES)
+    assert losses.mmd_loss(z, z.clone()).item() == pytest.approx(k1 - k0, rel=1e-6)
+    with pytest.raises(ValueError, match="B >= 2"):
+        losses.mmd_loss(z[:1], z[:1])
+
+
+def test_mmd_loss_tells_the_prior_from_a_shifted_batch():
+    """Unbiased: over many batches from the prior it averages 0 (within 4 standard errors of those
+    batches); a batch shifted by half a standard deviation is far outside that spread."""
+    gen = torch.Generator().manual_seed(0)
+    null = torch.tensor([losses.mmd_loss(torch.randn(64, 16, generator=gen), torch.randn(64, 16, generator=gen)).item()
+                         for _ in range(100)])
+    assert abs(null.mean()) < 4 * null.std() / 10
+    shifted = losses.mmd_loss(torch.randn(64, 16, generator=gen) + 0.5, torch.randn(64, 16, generator=gen)).item()
+    assert shifted > null.mean() + 5 * null.std()
+
+
+def test_mmd_gradient_pulls_codes_onto_the_prior():
+    """Descending the MMD alone moves a batch of free codes from N(2, 0.5^2) to about N(0, I)."""
+    gen = torch.Generator().manual_seed(0)
+    z = (2 + 0.5 * torch.randn(256, 8, generator=gen)).requires_grad_()
+    opt = torch.optim.Adam([z], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        losses.mmd_loss(z, torch.randn(256, 8, generator=gen)).backward()
+        opt.step()
+    z = z.detach()
+    assert z.mean(0).abs().max() < 0.3  # from 2
+    assert 0.7 < z.std(0).min() and z.std(0).max() < 1.3  # from 0.5
+
+
+def test_mmd_needs_two_codes_per_process(tmp_path):
+    """One image per micro-batch has no set of codes to compare: refused before training, by key."""
+    with pytest.raises(ConfigError, match=r"'loss.mmd_weight'.*at least 2.*train.batch_size=4 .* = 4"):
+        _trainer(tmp_path, "loss.mmd_weight=10", "train.batch_size=4", "train.grad_accum_steps=4")
+    assert _trainer(tmp_path / "ok", "loss.mmd_weight=10", "train.batch_size=4", "train.grad_accum_steps=2")

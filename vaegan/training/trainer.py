@@ -113,6 +113,10 @@ class Trainer:
             raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by processes x "
                              f"grad_accum_steps = {micro}")
         self.local_batch = t.batch_size // micro
+        if cfg.loss.mmd_weight > 0 and self.local_batch < 2:
+            raise ConfigError(f"config key 'loss.mmd_weight': the MMD compares a micro-batch's codes as a set and "
+                              f"needs at least 2 per process, got train.batch_size={t.batch_size} over processes x "
+                              f"grad_accum_steps = {micro}")
 
         # Data: a deterministic global order, this rank's slice of every batch.
         self.dataset = _data.build_dataset(cfg.data)

@@ -10,7 +10,7 @@ and prior latents, the discriminator on real, reconstructed and prior images, so
 statistics stay per source) and then routes each loss to the network that learns from it:
 
     discriminator  <- GAN loss (+ R1 penalty)
-    encoder        <- beta * KL + rec
+    encoder        <- beta * KL (+ mmd_weight * MMD of the codes against N(0, I)) + rec
     decoder        <- gamma * rec + w_adv * GAN loss
 
 where rec is the Dis_l feature loss (with ``loss.feature_layers`` > 1, averaged with finer
@@ -47,6 +47,7 @@ class Forward:
 
     x: torch.Tensor  # (B, 3, R, R) real images in [-1, 1]
     posterior: DiagonalGaussian
+    z: torch.Tensor  # (B, D) the posterior sample x_rec was decoded from
     x_rec: torch.Tensor  # (B, 3, R, R)
     x_prior: torch.Tensor | None  # (B, 3, R, R) decoded prior samples, if the loss uses them
     logits_real: torch.Tensor  # (B,)
@@ -71,7 +72,8 @@ def vaegan_forward(encoder, decoder, discriminator, x: torch.Tensor, eps: torch.
     leaf that requires grad, for the R1 penalty.
     """
     posterior = encoder(x)
-    fakes = [decoder(posterior.sample(eps))]
+    z = posterior.sample(eps)
+    fakes = [decoder(z)]
     if fake_sources in ("prior", "both"):
         fakes.append(decoder(z_prior))
     inputs = [f.detach().to(x.dtype).requires_grad_() if detach_fakes else f.to(x.dtype) for f in fakes]
@@ -84,7 +86,7 @@ def vaegan_forward(encoder, decoder, discriminator, x: torch.Tensor, eps: torch.
         logits_prior, _ = dis(inputs[1])
         logits.update(prior=[logits_prior], both=[logits_rec, logits_prior])
     return Forward(
-        x=x, posterior=posterior, x_rec=fakes[0], x_prior=fakes[1] if len(fakes) > 1 else None,
+        x=x, posterior=posterior, z=z, x_rec=fakes[0], x_prior=fakes[1] if len(fakes) > 1 else None,
         logits_real=logits_real, logits_fake=torch.cat(logits[fake_sources]),
         features_real=features_real, features_rec=features_rec, fake_inputs=inputs, real_input=real,
     )
@@ -111,13 +113,15 @@ def add_r1(logs: dict[str, torch.Tensor], fwd: Forward, r1_weight: float) -> Non
     logs["loss/dis"] = logs["loss/dis"] + r1_weight * logs["dis/r1"]
 
 
-def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[str, torch.Tensor]:
+def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float,
+                     z_mmd: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Encoder and decoder objectives before the adversarial weight is applied.
 
     loss/rec, the reconstruction term both learn from, is the feature term (Dis_l, or with
     ``cfg.feature_layers`` > 1 the mean over layers, logged as loss/features) plus
     ``cfg.pixel_weight`` times the pixel likelihood of the (unaugmented) reconstruction the
-    discriminator read. loss/dis_l is always Dis_l alone."""
+    discriminator read. loss/dis_l is always Dis_l alone. With ``cfg.mmd_weight`` > 0, loss/mmd
+    compares the codes ``fwd.z`` with the prior draws ``z_mmd`` (:func:`add_mmd`)."""
     kl = losses.kl_loss(fwd.posterior)
     n = cfg.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
@@ -130,15 +134,28 @@ def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float) -> dict[st
     if cfg.pixel_weight > 0:
         logs["loss/pixel"] = losses.pixel_loss(fwd.fake_inputs[0], fwd.x, cfg.recon)
         logs["loss/rec"] = feat + cfg.pixel_weight * logs["loss/pixel"]
+    add_mmd(logs, fwd.z, z_mmd, cfg)
     return logs
 
 
+def add_mmd(logs: dict[str, torch.Tensor], z: torch.Tensor, z_mmd: torch.Tensor | None, cfg: LossConfig) -> None:
+    """loss/mmd: the aggregate-posterior penalty between codes z and N(0, I) draws z_mmd (both
+    (B, D)), when ``cfg.mmd_weight`` > 0; the encoder learns from ``cfg.mmd_weight`` times it."""
+    if cfg.mmd_weight > 0:
+        logs["loss/mmd"] = losses.mmd_loss(z, z_mmd)
+
+
 def vae_losses(posterior: DiagonalGaussian, x_rec: torch.Tensor, x: torch.Tensor, cfg: LossConfig,
-               kl_weight: float) -> dict[str, torch.Tensor]:
+               kl_weight: float, z: torch.Tensor | None = None,
+               z_mmd: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Pixel reconstruction + kl_weight * KL (+ mmd_weight * MMD of the codes z against z_mmd)."""
     kl = losses.kl_loss(posterior)
     rec = losses.pixel_loss(x_rec, x, cfg.recon)
-    return {"loss/total": rec + kl_weight * kl, "loss/kl": kl, "loss/recon": rec,
-            "weight/kl": torch.tensor(kl_weight)}
+    logs = {"loss/total": rec + kl_weight * kl, "loss/kl": kl, "loss/recon": rec, "weight/kl": torch.tensor(kl_weight)}
+    add_mmd(logs, z, z_mmd, cfg)
+    if "loss/mmd" in logs:
+        logs["loss/total"] = logs["loss/total"] + cfg.mmd_weight * logs["loss/mmd"]
+    return logs
 
 
 # ---------------------------------------------------------------------------- the update
@@ -227,17 +244,20 @@ class Update:
         return result
 
     def vae_backward(self, x: torch.Tensor, noise: Noise, step: int) -> Result:
-        """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL."""
-        lc, eps = self.cfg.loss, noise((x.shape[0], self.cfg.model.latent_dim))
+        """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL (+ mmd_weight * MMD)."""
+        lc, shape = self.cfg.loss, (x.shape[0], self.cfg.model.latent_dim)
+        eps = noise(shape)
+        z_mmd = noise(shape) if lc.mmd_weight > 0 else None
         kl_w = losses.kl_weight(step, lc.beta, lc.kl_warmup_steps)
         with self.autocast():
             posterior = self.nets["encoder"](x)
-            x_rec = self.nets["decoder"](posterior.sample(eps))
-            logs = vae_losses(posterior, x_rec, x, lc, kl_w)
+            z = posterior.sample(eps)
+            x_rec = self.nets["decoder"](z)
+            logs = vae_losses(posterior, x_rec, x, lc, kl_w, z, z_mmd)
         finite = self.all_finite(logs)
         if finite:
             self.scale(logs["loss/total"]).backward()
-        return Result(logs, finite, noise={"eps": eps})
+        return Result(logs, finite, noise={"eps": eps, **({"z_mmd": z_mmd} if z_mmd is not None else {})})
 
     def vaegan_backward(self, x: torch.Tensor, noise: Noise, step: int) -> Result:
         """Larsen VAE-GAN: one forward, the equilibrium decision, the discriminator's backward,
@@ -248,12 +268,14 @@ class Update:
         aug = augment.draw(kinds, b, lambda shape: torch.special.ndtr(noise(shape))) if kinds else None
         r1_weight = lc.r1_gamma / 2 * lc.r1_every_steps if lc.r1_gamma > 0 and step % lc.r1_every_steps == 0 else 0.0
         drawn = {"eps": noise((b, d)), "z_prior": noise((b, d)), "augment": aug}
+        if lc.mmd_weight > 0:
+            drawn["z_mmd"] = noise((b, d))
         with self.autocast():
             fwd = vaegan_forward(self.nets["encoder"], self.nets["decoder"], self.nets["discriminator"], x,
                                  drawn["eps"], drawn["z_prior"], lc.fake_sources, detach_fakes=True,
                                  augment_params=aug, r1=r1_weight > 0)
             logs = discriminator_loss(fwd, lc)
-            logs.update(generator_losses(fwd, lc, kl_w))
+            logs.update(generator_losses(fwd, lc, kl_w, drawn.get("z_mmd")))
         if not self.all_finite(logs):
             return Result(logs, False, noise=drawn)
         train_dis, adv_on = balance(logs, lc, step, self.mean_over_ranks)
@@ -281,7 +303,8 @@ class Update:
 
     def generator_backward(self, fwd: Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
                            gan_grads_at_fakes: list[torch.Tensor] | None) -> torch.Tensor:
-        """Decoder: gamma * rec + w_adv * GAN; encoder: beta * KL + rec (rec: Dis_l + pixel term).
+        """Decoder: gamma * rec + w_adv * GAN; encoder: beta * KL (+ mmd_weight * MMD) + rec
+        (rec: Dis_l + pixel term).
 
         Both are chained from the losses' (scaled) gradients at the fakes the discriminator read.
         Returns w_adv."""
@@ -295,7 +318,8 @@ class Update:
         decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0], *(w_adv * g for g in gan_grads[1:])]
         torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
                                 inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
-        torch.autograd.backward([self.scale(kl_w * logs["loss/kl"]), fakes[0]], [None, rec_grad.to(fakes[0].dtype)],
+        latent = kl_w * logs["loss/kl"] + (lc.mmd_weight * logs["loss/mmd"] if "loss/mmd" in logs else 0.0)
+        torch.autograd.backward([self.scale(latent), fakes[0]], [None, rec_grad.to(fakes[0].dtype)],
                                 inputs=list(self.nets["encoder"].parameters()))
         return w_adv
 
