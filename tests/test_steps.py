@@ -31,19 +31,19 @@ def _expected(tr, nets, x, noise):
     fwd = steps.vaegan_forward(nets["encoder"], nets["decoder"], nets["discriminator"], x, noise["eps"],
                                noise["z_prior"], tr.cfg.loss.fake_sources)
     lc = tr.cfg.loss
-    kl = losses.kl_loss(fwd.posterior)
+    latent = lc.beta * losses.kl_loss(fwd.posterior)
     if lc.mmd_weight > 0:  # the encoder's latent term: KL plus the MMD of its codes against the drawn prior
-        kl = kl + losses.mmd_loss(fwd.z, noise["z_mmd"]) * (lc.mmd_weight / lc.beta)
+        latent = latent + lc.mmd_weight * losses.mmd_loss(fwd.z, noise["z_mmd"])
     n = lc.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
     dis = losses.d_loss(fwd.logits_real, fwd.logits_fake, lc.adversarial)
     params = {k: list(v.parameters()) for k, v in nets.items()}
     return {
-        "encoder": torch.autograd.grad(lc.beta * kl + feat, params["encoder"], retain_graph=True),
+        "encoder": torch.autograd.grad(latent + feat, params["encoder"], retain_graph=True),
         "decoder": torch.autograd.grad(lc.gamma * feat + gan, params["decoder"], retain_graph=True),
         "discriminator": torch.autograd.grad(dis, params["discriminator"], retain_graph=True),
-        "encoder_if_leaking": torch.autograd.grad(lc.beta * kl + feat + gan, params["encoder"], retain_graph=True),
+        "encoder_if_leaking": torch.autograd.grad(latent + feat + gan, params["encoder"], retain_graph=True),
     }
 
 
