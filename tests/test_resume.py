@@ -20,7 +20,8 @@ from conftest import TINY, tiny_config
 
 ROOT = Path(__file__).parents[1]
 RUN = [*TINY, "model.kind=vaegan", "train.max_steps=12", "train.checkpoint_every_steps=3", "train.ema_decay=0.9",
-       "train.keep_checkpoints=2", "data.hflip=true", "optim.name=adam"]
+       "train.keep_checkpoints=2", "data.hflip=true", "optim.name=adam",
+       "optim.lr_schedule=cosine", "optim.lr_warmup_steps=4", "optim.lr_final=0.1"]  # the rate is a function of the step
 
 
 def _tensors(state, prefix=""):

@@ -84,6 +84,9 @@ class OptimConfig:
     name: str = "rmsprop"  # rmsprop (Larsen) | adam
     lr: float = 3e-4
     lr_dis: float = 0.0  # 0: same as lr
+    lr_schedule: str = "constant"  # constant | cosine | linear: after the warm-up, decay to lr_final x lr at train.max_steps
+    lr_warmup_steps: int = 0  # the rate ramps linearly from lr / N to lr over the first N steps
+    lr_final: float = 0.0  # cosine | linear: the rate at train.max_steps, as a fraction of lr (and of lr_dis)
     alpha: float = 0.9  # RMSprop smoothing
     beta1: float = 0.5  # Adam
     beta2: float = 0.999
@@ -148,6 +151,7 @@ CHOICES = {
     "loss.adversarial": ("original", "nonsaturating", "hinge"),
     "loss.fake_sources": ("recon", "prior", "both"),
     "optim.name": ("rmsprop", "adam"),
+    "optim.lr_schedule": ("constant", "cosine", "linear"),
     "train.precision": ("fp32", "bf16", "fp16", "auto"),
 }
 
@@ -249,12 +253,13 @@ NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_check
     "data.crop", "data.seed", "model.dis_width",
     "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.adv_start_step",
     "loss.warm_start_steps", "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
-    "loss.mmd_weight", "optim.lr_dis", "optim.weight_decay", "optim.grad_clip",
+    "loss.mmd_weight", "optim.lr_dis", "optim.lr_warmup_steps", "optim.weight_decay", "optim.grad_clip",
     "train.seed", "train.sample_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.eval_every_steps",
 )
 AT_LEAST_MINUS_ONE = ("data.crop_top", "data.crop_left")  # -1: centred
 UNIT_INTERVAL = ("optim.alpha", "optim.beta1", "optim.beta2", "train.ema_decay")  # [0, 1)
+CLOSED_UNIT_INTERVAL = ("optim.lr_final",)  # [0, 1]
 
 
 def _value(cfg: Config, key: str):
@@ -271,7 +276,8 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"config key '{section.name}.{name}': must be a finite number, got {value!r}")
     for keys, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NON_NEGATIVE, lambda v: v >= 0, ">= 0"),
                            (AT_LEAST_MINUS_ONE, lambda v: v >= -1, ">= -1"),
-                           (UNIT_INTERVAL, lambda v: 0 <= v < 1, "in [0, 1)")):
+                           (UNIT_INTERVAL, lambda v: 0 <= v < 1, "in [0, 1)"),
+                           (CLOSED_UNIT_INTERVAL, lambda v: 0 <= v <= 1, "in [0, 1]")):
         for key in keys:
             value = _value(cfg, key)
             if not ok(value):

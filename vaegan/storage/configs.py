@@ -87,7 +87,8 @@ def read_run_config(run_dir: str | Path) -> Config:
         raise _named(e, str(path)) from None
 
 
-RESUME_KEYS = ("data.skip_bad_images", "data.num_workers", "optim.lr", "optim.lr_dis", "optim.grad_clip")
+RESUME_KEYS = ("data.skip_bad_images", "data.num_workers", "optim.lr", "optim.lr_dis", "optim.lr_schedule",
+               "optim.lr_warmup_steps", "optim.lr_final", "optim.grad_clip")
 """What a resume may change besides ``train.*``: keys that change neither the networks nor the data order."""
 
 

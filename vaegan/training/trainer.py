@@ -30,6 +30,7 @@ from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_c
 from vaegan.threads import (SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers,
                             precision_note, resolve_precision)
 from vaegan.training.ema import EMA, recalibrate_batchnorm
+from vaegan.training.schedule import lr_factor
 from vaegan.training.update import LossScale, Update
 
 
@@ -183,6 +184,10 @@ class Trainer:
         """One micro-batch; returns the step's logs (averaged over ranks) when the step completed."""
         acc = self.accelerator
         x = self.prepare_batch(images)
+        factor = lr_factor(self.cfg.optim, self.step, self.cfg.train.max_steps)
+        for name, opt in self.opts.items():
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(self.cfg, name) * factor
         with acc.accumulate(*self.nets.values()):
             result = self.update(x, self.noise, self.step, sync=acc.sync_gradients)
         if not acc.sync_gradients:
@@ -194,6 +199,7 @@ class Trainer:
         values = torch.stack([v.detach().float().reshape(()).to(self.device) for v in logs.values()])
         out = dict(zip(logs.keys(), acc.reduce(values, "mean").tolist()))
         out["train/skipped_nonfinite"] = float(not result.finite)
+        out["train/lr"] = self.cfg.optim.lr * factor
         return out
 
     # ------------------------------------------------------------------ state
@@ -241,7 +247,7 @@ class Trainer:
         checkpoint (the run stopped before its first) training restarts from step 0. Keys this config changes
         against the checkpoint's (or the stopped attempt's config.json; the overrides a resume allows) are kept
         in ``resumed_changes``, printed and noted in log.jsonl; the learning rates are this config's, not the
-        saved optimizers'."""
+        saved optimizers' (train_step sets them before every update)."""
         if has_checkpoint(self.run_dir):
             folder, state = load_checkpoint(self.run_dir)
             try:
@@ -249,9 +255,6 @@ class Trainer:
             except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
                 raise InputError(f"{folder / 'state.json'}: cannot resume from this checkpoint, it does not hold "
                                  f"what this run's config needs ({type(e).__name__}: {e})") from None
-            for name, opt in self.opts.items():
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(self.cfg, name)
             self._saved_step, saved, start = self.step, state["config"], f"from {folder} (step {self.step})"
         else:  # compared with the config the stopped attempt was started with
             try:
