@@ -185,7 +185,7 @@ def test_resume_refuses_what_changes_the_model_or_data_and_a_config_file(tmp_pat
         err = _error(capsys)
         key = override.split("=")[0]
         assert f"{key} cannot change on --resume" in err
-        assert "train.* and data.skip_bad_images, data.num_workers, optim.lr, optim.lr_dis, optim.grad_clip" in err
+        assert "train.* and data.skip_bad_images, data.num_workers, optim.lr, optim.lr_dis, optim.lr_schedule" in err
     config = _config_file(tmp_path)
     assert main(["train", "--resume", str(run), "--config", str(config)]) == 2
     err = _error(capsys)
