@@ -455,3 +455,17 @@ def test_card_names_the_feature_layers_of_the_reconstruction_loss():
                          (3, "Dis_l and the 2 finer discriminator layers (averaged) + 1.0 x gaussian pixel loss")):
         cfg = load_config(None, ["loss.pixel_weight=1.0", f"loss.feature_layers={layers}"])
         assert ("reconstruction loss", text) in card._loss_rows(cfg, cfg.to_dict()["loss"])
+
+
+def test_card_names_the_learning_rate_schedule():
+    from vaegan.config import load_config
+    from vaegan.storage import card
+
+    def lines(*overrides):
+        cfg = load_config(None, list(overrides))
+        return card._training(cfg, {"weights": "ema"}, cfg.to_dict(), "runs/x")
+
+    assert not any("learning-rate schedule" in line for line in lines())
+    assert "| learning-rate schedule | cosine to 0.1 x lr after 50 warm-up steps |" in lines(
+        "optim.lr_schedule=cosine", "optim.lr_final=0.1", "optim.lr_warmup_steps=50")
+    assert "| learning-rate schedule | constant after 20 warm-up steps |" in lines("optim.lr_warmup_steps=20")

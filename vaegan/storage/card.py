@@ -281,6 +281,11 @@ def _training(cfg: Config, provenance: dict, training: dict, source: str) -> lis
     if optim:
         lr = f"lr {optim.get('lr')}" + (f", discriminator lr {optim['lr_dis']}" if optim.get("lr_dis") else "")
         rows.append(("optimizer", f"{optim.get('name')} ({lr})"))
+        if optim.get("lr_warmup_steps") or optim.get("lr_schedule", "constant") != "constant":
+            schedule = optim.get("lr_schedule", "constant")
+            text = schedule if schedule == "constant" else f"{schedule} to {optim.get('lr_final')} x lr"
+            warm = optim.get("lr_warmup_steps")
+            rows.append(("learning-rate schedule", text + (f" after {warm} warm-up steps" if warm else "")))
     if train.get("ema_decay"):
         rows.append(("EMA decay", str(train["ema_decay"])))
     lines = ["## Training", "", "| setting | value |", "|---|---|"]
