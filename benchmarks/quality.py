@@ -42,7 +42,7 @@ from vaegan.config import load_config  # noqa: E402
 from vaegan.data.cache import CachedImages, prepare, read_header  # noqa: E402
 from vaegan.data import build_dataset  # noqa: E402
 from vaegan.metrics.quick import image_metrics  # noqa: E402
-from vaegan.images import save_image  # noqa: E402
+from vaegan.images import save_image, to_float  # noqa: E402
 from vaegan.models.gmm import fit_gmm  # noqa: E402
 from vaegan.models.inference import decode_latents, encode_images, reconstruct  # noqa: E402
 from vaegan.metrics.swd import compute_swd, pyramid_resolutions  # noqa: E402
@@ -50,6 +50,7 @@ from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
 from vaegan.metrics.latent import aggregate_posterior_stats  # noqa: E402
 from vaegan.storage.pretrained import load_pretrained  # noqa: E402
 from vaegan.evaluation.report import side_by_side  # noqa: E402
+from vaegan.training.ema import recalibrate_batchnorm  # noqa: E402
 from vaegan.training.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train.precision of every run (config: the presets' auto, bf16 where it is native, else "
                         "fp32); the FLOP budget does not depend on it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recalibrate", action="store_true",
+                   help="recompute each model's batch-norm statistics from 256 training images before evaluating, "
+                        "as the trainer does at every save: brings checkpoints saved before the decoder kept "
+                        "statistics of N(0, I) draws apart from the data's to today's (README)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--no-train", action="store_true", help="only evaluate the runs that exist")
     mode.add_argument("--train-only", action="store_true",
@@ -216,10 +221,12 @@ def train(args, name: str, cache: Path) -> dict:
 @torch.no_grad()
 def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Tensor, args) -> dict:
     vae = load_pretrained(checkpoint, args.device).vae
+    if args.recalibrate:
+        recalibrate_batchnorm(vae.encoder, vae.decoder, to_float(train_images[:256]).to(args.device), vae.latent_dim)
     n = min(args.num_images, len(test_images))
     reference = test_images[:n]
     gen = torch.Generator().manual_seed(args.seed)
-    normal = decode_latents(vae, torch.randn(n, vae.latent_dim, generator=gen))
+    normal = decode_latents(vae, torch.randn(n, vae.latent_dim, generator=gen), from_prior=True)
     recon = reconstruct(vae, reference)
     codes = encode_images(vae, train_images)
     gmm = fit_gmm(codes.mean, args.gmm_components, seed=args.seed)
@@ -246,7 +253,7 @@ def swd_spread(vae, reference: torch.Tensor, first: dict, args) -> dict:
     draws = [{k: v for k, v in first.items() if k.startswith("SWDx1e3_")}]
     for seed in range(args.seed + 1, args.seed + args.swd_draws):
         z = torch.randn(len(reference), vae.latent_dim, generator=torch.Generator().manual_seed(seed))
-        draws.append(compute_swd(decode_latents(vae, z), reference, seed=seed))
+        draws.append(compute_swd(decode_latents(vae, z, from_prior=True), reference, seed=seed))
     out = {}
     for key in draws[0]:
         values = torch.tensor([d[key] for d in draws], dtype=torch.float64)
@@ -260,6 +267,8 @@ def cached_evaluation(path: Path, checkpoint: Path, train_images, test_images, a
     key = {k: getattr(args, k) for k in ("num_images", "gmm_components", "seed", "inception_weights")}
     if args.swd_draws != 1:  # (evaluations cached before the option existed used one draw)
         key["swd_draws"] = args.swd_draws
+    if args.recalibrate:
+        key["recalibrate"] = True
     meta, tensors = Path(f"{path}.json"), Path(f"{path}.safetensors")
     if meta.exists() and tensors.exists():
         cached = json.loads(meta.read_text())

@@ -53,6 +53,8 @@ def test_export_and_run_give_identical_outputs(trained_vaegan_run, exported):
     exp = load_pretrained(exported, with_discriminator=True)
     z, x = _z(), to_float(_images())
     assert torch.equal(run.vae.decode(z), exp.vae.decode(z))
+    prior = run.vae.decode(z, from_prior=True)  # the decoder's statistics of N(0, I) draws travel too
+    assert torch.equal(prior, exp.vae.decode(z, from_prior=True)) and not torch.equal(prior, run.vae.decode(z))
     assert torch.equal(run.vae.encode(x).mean, exp.vae.encode(x).mean)
     assert torch.equal(run.vae.encode(x).logvar, exp.vae.encode(x).logvar)
     assert all(map(torch.equal, run.discriminator(x)[1], exp.discriminator(x)[1]))

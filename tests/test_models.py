@@ -101,3 +101,58 @@ def test_resize_decoder_and_spectral_norm_discriminator():
         dis(torch.randn(4, 3, 32, 32))
     sigma = torch.linalg.matrix_norm(dis.fc.weight.detach(), ord=2)
     assert sigma == pytest.approx(1.0, abs=0.05)
+
+
+def test_decoder_batchnorm_keeps_the_statistics_of_prior_draws_apart_from_the_datas():
+    """Train mode routes each source's batch statistics into its own running set; eval mode
+    normalises N(0, I) draws with theirs, and with the data's while none exist yet."""
+    torch.manual_seed(0)
+    dec = build_decoder(ModelConfig(latent_dim=8, width=0.125), 32)
+    norm = dec.fc_norm.norm
+    z_data, z_prior = torch.randn(16, 8) * 0.3 + 1.0, torch.randn(16, 8)  # codes unlike N(0, I), and draws
+    dec.eval()
+    with torch.no_grad():
+        assert torch.equal(dec(z_prior), dec(z_prior, from_prior=True))  # no prior statistics yet
+        dec.train()
+        dec(z_data)
+        data_mean, data_var = norm.running_mean.clone(), norm.running_var.clone()
+        dec(z_prior, from_prior=True)
+        assert torch.equal(norm.running_mean, data_mean) and torch.equal(norm.running_var, data_var)
+        h = dec.fc(z_prior).view(16, dec.base, 8, 8)
+        torch.testing.assert_close(norm.prior_mean, 0.1 * h.mean((0, 2, 3)))  # momentum 0.1 from zero
+        assert (int(norm.num_batches_tracked), int(norm.prior_batches_tracked)) == (1, 1)
+        dec.eval()
+        out_data, out_prior = dec.fc_norm(h), dec.fc_norm(h, from_prior=True)
+    want = torch.nn.functional.batch_norm(h, norm.prior_mean, norm.prior_var, norm.weight, norm.bias, False, 0.0, norm.eps)
+    torch.testing.assert_close(out_prior, want)
+    assert not torch.allclose(out_data, out_prior)
+
+
+def test_a_state_saved_without_prior_statistics_loads_and_decodes_as_before(tmp_path):
+    """Checkpoints and exports from before the decoder kept prior statistics: the missing buffers
+    are filled from the data statistics with a count of 0, so N(0, I) draws decode as they did."""
+    from vaegan.files import write_safetensors, write_text_atomic
+    from vaegan.storage.configs import export_config
+    from vaegan.storage.export import export_state
+    from vaegan.storage.pretrained import load_pretrained
+    from conftest import tiny_config
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    vae = build_vae(cfg.model, cfg.data.resolution)
+    for m in vae.decoder.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    old = {k: v for k, v in export_state(vae).items() if ".prior_" not in k}
+    assert len(old) < len(export_state(vae))
+    write_safetensors(tmp_path / "model.safetensors", old, {"format": "vaegan-export-v2"})
+    import json
+    write_text_atomic(tmp_path / "config.json", json.dumps(export_config(cfg)))
+    loaded = load_pretrained(tmp_path).vae
+    z = torch.randn(4, cfg.model.latent_dim)
+    with torch.no_grad():
+        want = vae.eval().decode(z)
+        torch.testing.assert_close(loaded.decode(z), want)
+        torch.testing.assert_close(loaded.decode(z, from_prior=True), want)
+    norm = loaded.decoder.fc_norm.norm
+    assert int(norm.prior_batches_tracked) == 0 and torch.equal(norm.prior_mean, norm.running_mean)

@@ -36,6 +36,8 @@ def _random_source(folder: Path, *overrides: str) -> Path:
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+            if getattr(m, "has_prior_statistics", False):  # the decoder's: N(0, I) draws normalise apart
+                m.prior_mean.uniform_(-0.5, 0.5), m.prior_var.uniform_(0.5, 2.0), m.prior_batches_tracked.fill_(1)
     write_safetensors(folder / "model.safetensors", export_state(vae), {"format": "vaegan-export-v2"})
     write_text_atomic(folder / "config.json", json.dumps(export_config(cfg)))
     return folder
@@ -54,20 +56,22 @@ def _max_differences(folder: Path) -> dict[str, float]:
     dim = vae.latent_dim
     res = json.loads((folder / "config.json").read_text())["resolution"]
     encoder, decoder = _session(folder / "encoder.onnx"), _session(folder / "decoder.onnx")
-    worst = {"mean": 0.0, "logvar": 0.0, "image": 0.0}
+    prior_decoder = _session(folder / "prior_decoder.onnx")
+    worst = {"mean": 0.0, "logvar": 0.0, "image": 0.0, "prior_image": 0.0}
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 7):
         x = torch.rand(batch, 3, res, res, generator=gen) * 2 - 1
         z = torch.randn(batch, dim, generator=gen)
         with torch.no_grad():
-            posterior, image = vae.encode(x), vae.decode(z)
+            posterior, image, prior_image = vae.encode(x), vae.decode(z), vae.decode(z, from_prior=True)
         mean, logvar = encoder.run(["mean", "logvar"], {"image": x.numpy()})
         decoded, = decoder.run(["image"], {"latent": z.numpy()})
+        prior_decoded, = prior_decoder.run(["image"], {"latent": z.numpy()})
         assert mean.shape == logvar.shape == (batch, dim) and decoded.shape == (batch, 3, res, res)
         assert mean.dtype == logvar.dtype == decoded.dtype == np.float32
         assert decoded.min() >= -1 and decoded.max() <= 1
         for name, got, want in (("mean", mean, posterior.mean), ("logvar", logvar, posterior.logvar),
-                                ("image", decoded, image)):
+                                ("image", decoded, image), ("prior_image", prior_decoded, prior_image)):
             worst[name] = max(worst[name], float(np.abs(got - want.numpy()).max()))
     return worst
 
@@ -90,7 +94,8 @@ def test_onnx_matches_torch_in_eval_mode(setting, trained_vaegan_run, tmp_path, 
 def test_onnx_graphs_name_their_inputs_outputs_and_a_dynamic_batch(tmp_path):
     out = export_model(_random_source(tmp_path / "src"), tmp_path / "export", onnx=True)
     for name, inputs, outputs in (("encoder.onnx", ["image"], ["mean", "logvar"]),
-                                  ("decoder.onnx", ["latent"], ["image"])):
+                                  ("decoder.onnx", ["latent"], ["image"]),
+                                  ("prior_decoder.onnx", ["latent"], ["image"])):
         model = onnx.load(str(out / name))
         onnx.checker.check_model(model)
         assert [i.name for i in model.graph.input] == inputs and [o.name for o in model.graph.output] == outputs
@@ -107,10 +112,10 @@ def test_cli_export_onnx_and_a_later_export_without_it_removes_the_stale_files(t
                                                                                 capsys):
     out = tmp_path / "export"
     assert main(["export", "--checkpoint", str(trained_vaegan_run), "--out", str(out), "--onnx"]) == 0
-    assert (out / "encoder.onnx").is_file() and (out / "decoder.onnx").is_file()
+    assert all((out / f).is_file() for f in ("encoder.onnx", "decoder.onnx", "prior_decoder.onnx"))
     assert "decoder.onnx" in capsys.readouterr().out
     assert main(["export", "--checkpoint", str(trained_vaegan_run), "--out", str(out)]) == 0
-    assert not (out / "encoder.onnx").exists() and not (out / "decoder.onnx").exists()
+    assert not any((out / f).exists() for f in ("encoder.onnx", "decoder.onnx", "prior_decoder.onnx"))
     assert "## ONNX" not in (out / "README.md").read_text()
 
 

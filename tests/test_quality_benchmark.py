@@ -60,7 +60,8 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     test = quality.CachedImages(tmp_path / "cache" / "celeba32-test.u8")
     reference = test.get_batch(range(min(64, len(test))))
     others = [quality.compute_swd(quality.decode_latents(vae, torch.randn(len(reference), vae.latent_dim,
-                                                                          generator=torch.Generator().manual_seed(s))),
+                                                                          generator=torch.Generator().manual_seed(s)),
+                                                         from_prior=True),
                                   reference, seed=s) for s in (1, 2)]
     for level in ("32", "16"):
         expected = (one[f"SWDx1e3_{level}"] + sum(o[f"SWDx1e3_{level}"] for o in others)) / 3

@@ -1,4 +1,5 @@
 """End to end through the CLI, and the loss falling on a fixed batch."""
+import copy
 import json
 
 import pytest
@@ -101,5 +102,35 @@ def test_ema_ramps_up_and_its_batchnorm_statistics_match_its_weights(tmp_path):
     with torch.no_grad():
         h = first_conv(x)
     torch.testing.assert_close(first_norm.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    reference = copy.deepcopy(model).train()  # recomputes what recalibration sees, in train mode
     recalibrate_batchnorm(model.encoder, model.decoder, x[:64], cfg.model.latent_dim)
     assert not torch.allclose(first_norm.running_mean, h.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+    # The decoder's two sets: the data's from posterior means alone, the prior's from N(0, I)
+    # draws alone (one pooled set fits neither: README, "Batch-norm statistics per source").
+    with torch.no_grad():
+        posterior = reference.encoder(x[:64])
+        z_prior = torch.randn(posterior.mean.shape, generator=torch.Generator().manual_seed(0))
+        fc = reference.decoder.fc
+        h_data, h_prior = (fc(z).view(64, reference.decoder.base, 8, 8) for z in (posterior.mean, z_prior))
+    norm = model.decoder.fc_norm.norm
+    torch.testing.assert_close(norm.running_mean, h_data.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.prior_mean, h_prior.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.prior_var, h_prior.var(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(norm.running_mean, norm.prior_mean, rtol=1e-3, atol=1e-3)
+
+
+def test_vaegan_training_keeps_the_decoders_prior_statistics_and_samples_use_them(trained_vaegan_run):
+    """The VAE-GAN decodes N(0, I) draws every step: the live decoder's prior statistics count every
+    step apart from the data's, and ``sample`` decodes with them (``decode`` with the data's)."""
+    from vaegan.models.inference import decode_latents, sample
+    from vaegan.storage.pretrained import load_pretrained
+
+    raw = load_pretrained(trained_vaegan_run, use_ema=False).vae
+    norms = [m.norm for m in (raw.decoder.fc_norm, *raw.decoder.norms)]
+    assert all(int(n.prior_batches_tracked) == int(n.num_batches_tracked) == 60 for n in norms)
+    model = load_pretrained(trained_vaegan_run).vae  # EMA, recalibrated when saved
+    z = torch.randn(8, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    drawn = sample(model, 8, seed=0)
+    assert torch.equal(drawn, decode_latents(model, z, from_prior=True))
+    assert not torch.equal(drawn, decode_latents(model, z))

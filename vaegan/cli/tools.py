@@ -214,7 +214,7 @@ def _register_distribution(sub) -> None:
     p.add_argument("--out", required=True, help="export folder")
     p.add_argument("--with-discriminator", action="store_true", help="also export the discriminator")
     p.add_argument("--no-ema", action="store_true", help="export the raw weights even if an EMA exists")
-    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx and decoder.onnx")
+    p.add_argument("--onnx", action="store_true", help="also write encoder.onnx, decoder.onnx and prior_decoder.onnx")
     p.add_argument("--metrics", metavar="FILE", help="metrics.json of 'vaegan fid --out' or 'vaegan compare' for the "
                                                       "model card (default: the run folder's metrics.json, if any)")
     p.set_defaults(func=cmd_export)

@@ -24,9 +24,14 @@ class VAE(nn.Module):
         """x: (B, 3, R, R) in [-1, 1] -> posterior over (B, latent_dim)."""
         return self.encoder(x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, latent_dim) -> (B, 3, R, R) in [-1, 1]."""
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
+        """z: (B, latent_dim) -> (B, 3, R, R) in [-1, 1].
+
+        ``from_prior``: z are N(0, I) draws rather than codes of images (reconstructions,
+        interpolations, attribute edits, mixture samples); batch norm then uses its statistics
+        of N(0, I) draws, as the VAE-GAN's training normalised them.
+        """
+        return self.decoder(z, from_prior)
 
     def reconstruct(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
         posterior = self.encode(x)
@@ -36,7 +41,7 @@ class VAE(nn.Module):
         """n prior samples (n, 3, R, R) in [-1, 1]."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
-        return self.decode(z)
+        return self.decode(z, from_prior=True)
 
 
 def build_encoder(cfg: ModelConfig, resolution: int) -> Encoder:

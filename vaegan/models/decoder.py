@@ -34,13 +34,13 @@ class Decoder(nn.Module):
         widths = [channels(c, width) for c in DECODER_CHANNELS[levels(resolution)]]
         self.base = channels(256, width)
         self.fc = nn.Linear(latent_dim, self.base * 8 * 8, bias=norm == "none")
-        self.fc_norm = Norm(norm, self.base)
+        self.fc_norm = Norm(norm, self.base, prior_statistics=True)
         self.deconvs = nn.ModuleList()
         self.norms = nn.ModuleList()
         in_ch = self.base
         for out_ch in widths:
             self.deconvs.append(_upsampler(upsample, in_ch, out_ch, bias=norm == "none"))
-            self.norms.append(Norm(norm, out_ch))
+            self.norms.append(Norm(norm, out_ch, prior_statistics=True))
             in_ch = out_ch
         self.to_rgb = nn.Conv2d(in_ch, 3, 5, padding=2)
 
@@ -49,11 +49,13 @@ class Decoder(nn.Module):
         """The weight the adaptive adversarial weight measures gradient norms at."""
         return self.to_rgb.weight
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
+        """``from_prior``: z are N(0, I) draws, not codes of images; batch norm then uses (eval) or
+        trains (train mode) its statistics of such draws (:class:`vaegan.models.layers.BatchNorm`)."""
         h = self.fc(z).view(z.shape[0], self.base, 8, 8)
         if self.to_rgb.weight.is_contiguous(memory_format=torch.channels_last):
             h = h.contiguous(memory_format=torch.channels_last)
-        h = torch.relu(self.fc_norm(h))
+        h = torch.relu(self.fc_norm(h, from_prior))
         for deconv, norm in zip(self.deconvs, self.norms):
-            h = torch.relu(norm(deconv(h)))
+            h = torch.relu(norm(deconv(h), from_prior))
         return torch.tanh(self.to_rgb(h))

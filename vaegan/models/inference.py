@@ -29,10 +29,12 @@ def encode_images(model: VAE, images: torch.Tensor, batch_size: int = BATCH_SIZE
 
 
 @torch.no_grad()
-def decode_latents(model: VAE, z: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """z: (N, latent_dim), any float dtype -> uint8 images (N, 3, R, R) on the CPU."""
+def decode_latents(model: VAE, z: torch.Tensor, batch_size: int = BATCH_SIZE, from_prior: bool = False) -> torch.Tensor:
+    """z: (N, latent_dim), any float dtype -> uint8 images (N, 3, R, R) on the CPU.
+
+    ``from_prior``: z are N(0, I) draws (see :meth:`VAE.decode`)."""
     z = z.float()
-    return torch.cat([to_uint8(model.decode(z[i : i + batch_size].to(_device(model)))).cpu()
+    return torch.cat([to_uint8(model.decode(z[i : i + batch_size].to(_device(model)), from_prior)).cpu()
                       for i in range(0, len(z), batch_size)])
 
 
@@ -43,7 +45,7 @@ def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, prior=Non
     prior: None for N(0, I), or a fitted ``latent_prior.GaussianMixture`` to draw latents from."""
     gen = torch.Generator().manual_seed(seed)
     z = prior.sample(n, gen) if prior is not None else torch.randn(n, model.latent_dim, generator=gen)
-    return decode_latents(model, z, batch_size)
+    return decode_latents(model, z, batch_size, from_prior=prior is None)
 
 
 def reconstruct(model, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:

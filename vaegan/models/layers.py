@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from vaegan.config import LEVELS
+
+
+PRIOR_STATS = ("prior_mean", "prior_var", "prior_batches_tracked")  # buffers of a BatchNorm with prior statistics
 
 
 class BatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -13,11 +17,64 @@ class BatchNorm(nn.modules.batchnorm._BatchNorm):
 
     The VAE-GAN step calls each network once per source (real, reconstructed, prior), so the
     training statistics of real and fake images stay apart, as GAN practice asks.
+
+    With ``prior_statistics`` (the decoder's norms) it keeps a second set of running statistics,
+    ``prior_*``, for latents drawn from N(0, I) rather than encoded from images: a call with
+    ``from_prior=True`` trains them (train mode) or normalises with them (eval mode). Codes of
+    real images and N(0, I) draws are not distributed alike (the aggregate posterior is not the
+    prior), so one pooled set of statistics fits neither (README, "Batch-norm statistics per
+    source"). While no prior batch has been seen (``prior_batches_tracked`` 0: a model that never
+    decoded N(0, I) draws in train mode and was not recalibrated) the data statistics stand in.
     """
+
+    def __init__(self, num_features: int, prior_statistics: bool = False, **kwargs):
+        super().__init__(num_features, **kwargs)
+        if prior_statistics:
+            self.register_buffer("prior_mean", torch.zeros(num_features))
+            self.register_buffer("prior_var", torch.ones(num_features))
+            self.register_buffer("prior_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    @property
+    def has_prior_statistics(self) -> bool:
+        return "prior_mean" in self._buffers
+
+    def stats(self, from_prior: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(running mean, running variance, batches tracked) of the data or of the prior."""
+        if from_prior and self.has_prior_statistics:
+            return self.prior_mean, self.prior_var, self.prior_batches_tracked
+        return self.running_mean, self.running_var, self.num_batches_tracked
+
+    def forward(self, x: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
+        if not (from_prior and self.has_prior_statistics):
+            return super().forward(x)
+        self._check_input_dim(x)
+        mean, var, count = self.stats(True)
+        if self.training:
+            count.add_(1)
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(count)
+            return F.batch_norm(x, mean, var, self.weight, self.bias, True, momentum, self.eps)
+        if int(count) == 0:  # no statistics of N(0, I) draws yet: the data's stand in
+            return super().forward(x)
+        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in (2, 4):
             raise ValueError(f"expected 2D or 4D input, got {x.dim()}D")
+
+
+def fill_prior_statistics(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (a state dict of ``module``) with the prior statistics that a state saved before
+    they existed lacks: copies of the data statistics, counted 0 (so the data's stand in)."""
+    state = dict(state)
+    for name, m in module.named_modules():
+        if isinstance(m, BatchNorm) and m.has_prior_statistics:
+            p = f"{name}." if name else ""
+            if f"{p}prior_mean" in state or f"{p}running_mean" not in state:
+                continue
+            state[f"{p}prior_mean"] = state[f"{p}running_mean"].clone()
+            state[f"{p}prior_var"] = state[f"{p}running_var"].clone()
+            state[f"{p}prior_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    return state
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -81,19 +138,20 @@ class SyncBatchNorm(BatchNorm):
     mode, it is a plain BatchNorm; its state dict is BatchNorm's.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+            return super().forward(x, from_prior)
         self._check_input_dim(x)
         if not self.affine:
             raise ValueError("SyncBatchNorm needs affine=True")
         mean, var, count = _global_stats(x)
         if self.track_running_stats:
+            running_mean, running_var, tracked = self.stats(from_prior)
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
-                self.running_var.lerp_((var * count / (count - 1).clamp_min(1)).to(self.running_var.dtype), m)
+                tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                running_mean.lerp_(mean.to(running_mean.dtype), m)
+                running_var.lerp_((var * count / (count - 1).clamp_min(1)).to(running_var.dtype), m)
         invstd = torch.rsqrt(var + self.eps).float()
         return _SyncBatchNormFn.apply(x, self.weight, self.bias, mean.float(), invstd, count)
 
@@ -113,10 +171,10 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
 class Norm(nn.Module):
     """A norm chosen by name: batch, group, or none."""
 
-    def __init__(self, kind: str, channels: int):
+    def __init__(self, kind: str, channels: int, prior_statistics: bool = False):
         super().__init__()
         if kind == "batch":
-            self.norm = BatchNorm(channels)
+            self.norm = BatchNorm(channels, prior_statistics=prior_statistics)
         elif kind == "group":
             self.norm = nn.GroupNorm(min(32, channels // 4) if channels >= 8 else 1, channels)
         elif kind == "none":
@@ -125,7 +183,10 @@ class Norm(nn.Module):
             raise ValueError(f"unknown norm {kind!r}; choose batch, group or none")
         self.kind = kind
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, from_prior: bool = False) -> torch.Tensor:
+        """``from_prior``: x comes from N(0, I) latents (batch norm: their own running statistics)."""
+        if self.kind == "batch":
+            return self.norm(x, from_prior)
         if self.kind == "group" and x.dim() == 2:
             return self.norm(x[:, :, None, None])[:, :, 0, 0]
         return self.norm(x)

@@ -353,7 +353,8 @@ def _evaluation(metrics: Metrics | None) -> list[str]:
 
 def _onnx(onnx: dict) -> list[str]:
     lines = ["## ONNX", "",
-             f"`encoder.onnx` and `decoder.onnx` (opset {onnx['opset']}, float32, dynamic batch axis `batch`) run "
+             f"`encoder.onnx`, `decoder.onnx` and `prior_decoder.onnx` (opset {onnx['opset']}, float32, dynamic batch "
+             f"axis `batch`) run "
              f"without torch, e.g. with onnxruntime:", "",
              "| file | input | output |", "|---|---|---|"]
     for name, spec in onnx["files"].items():
@@ -361,8 +362,9 @@ def _onnx(onnx: dict) -> list[str]:
         outputs = ", ".join(f"`{k}` {v}" for k, v in spec["outputs"].items())
         lines.append(f"| `{name}` | {inputs} | {outputs} |")
     lines += ["", "Images are float32 (N, 3, R, R), RGB, channels first, in [-1, 1]: `x = pixels / 127.5 - 1` "
-              "and back `pixels = round((x + 1) * 127.5)` clipped to [0, 255]. To sample, feed `decoder.onnx` "
-              "latents from a standard normal.", ""]
+              "and back `pixels = round((x + 1) * 127.5)` clipped to [0, 255]. To sample, feed `prior_decoder.onnx` "
+              "latents from a standard normal; `decoder.onnx` decodes codes of images (its batch norms use the "
+              "statistics of those codes, `prior_decoder.onnx`'s those of N(0, I) draws).", ""]
     return lines
 
 
@@ -377,7 +379,7 @@ def _files(files: dict, onnx: dict | None, metrics: Metrics | None, discriminato
     if metrics:
         lines.append("- `metrics.json`: the evaluation record")
     if onnx:
-        lines.append("- `encoder.onnx`, `decoder.onnx`: the same networks for ONNX runtimes")
+        lines.append("- `encoder.onnx`, `decoder.onnx`, `prior_decoder.onnx`: the same networks for ONNX runtimes")
     return lines + [""]
 
 

@@ -6,7 +6,7 @@ for them: the resolution and the run's ``model`` and ``data`` sections, no train
 training provenance and the loss, optimizer and EMA settings the run used are in
 ``model.safetensors``' metadata. Beside them: the model card ``README.md`` with the grids
 ``samples.png`` and ``reconstructions.png`` and the run's ``metrics.json`` when it was evaluated
-(:mod:`vaegan.storage.card`), and with ``onnx=True`` ``encoder.onnx`` and ``decoder.onnx``
+(:mod:`vaegan.storage.card`), and with ``onnx=True`` ``encoder.onnx``, ``decoder.onnx`` and ``prior_decoder.onnx``
 (:func:`export_onnx`). The folder is a Hugging Face model repo as it stands (``vaegan push``).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from vaegan.storage.configs import EXPORT_FORMAT, export_config
 from vaegan.storage.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, strip_wrappers
 from vaegan.storage.prior import PRIOR_FILE, prior_path
 
-ENCODER_ONNX, DECODER_ONNX = "encoder.onnx", "decoder.onnx"
+ENCODER_ONNX, DECODER_ONNX, PRIOR_DECODER_ONNX = "encoder.onnx", "decoder.onnx", "prior_decoder.onnx"
 ONNX_OPSET = 17
 TRAINING_SECTIONS = ("loss", "optim", "train")  # kept in the weights' metadata as JSON
 _TRAIN_KEYS = ("max_steps", "ema_decay", "grad_accum_steps", "seed")  # what the card reports of train.*
@@ -88,7 +88,7 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
                           f"exported step {info['step']} ({info['weights']}); not exported. Fit it again: "
                           f"vaegan fit-prior --checkpoint {out}", stacklevel=2)
     files, recon_note = write_previews(vae, cfg, out)
-    onnx_info = export_onnx(vae, cfg, out) if onnx else _remove(out, ENCODER_ONNX, DECODER_ONNX)
+    onnx_info = export_onnx(vae, cfg, out) if onnx else _remove(out, ENCODER_ONNX, DECODER_ONNX, PRIOR_DECODER_ONNX)
     if found is None:
         _remove(out, METRICS_FILE)
     elif found.file.resolve() != (out / METRICS_FILE).resolve():
@@ -188,8 +188,21 @@ class _Posterior(torch.nn.Module):
         return posterior.mean, posterior.logvar
 
 
+class _PriorDecoder(torch.nn.Module):
+    """The decoder for N(0, I) draws: its batch norms use their statistics of such draws."""
+
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latent, from_prior=True)
+
+
 def export_onnx(vae, cfg, out: str | Path, opset: int = ONNX_OPSET) -> dict:
-    """Write ``out/encoder.onnx`` (image -> mean, logvar) and ``out/decoder.onnx`` (latent -> image).
+    """Write ``out/encoder.onnx`` (image -> mean, logvar), ``out/decoder.onnx`` (latent -> image, for
+    codes of images) and ``out/prior_decoder.onnx`` (latent -> image, for N(0, I) draws; see
+    :meth:`vaegan.models.VAE.decode`).
 
     float32, batch axis dynamic (named ``batch``), inference (eval) mode; exported with torch's
     TorchScript-based exporter (``dynamo=False``), which needs no extra package. Returns what the
@@ -204,11 +217,15 @@ def export_onnx(vae, cfg, out: str | Path, opset: int = ONNX_OPSET) -> dict:
         ENCODER_ONNX: {"inputs": {"image": image},
                        "outputs": {"mean": f"float32 (batch, {dim}), posterior mean",
                                    "logvar": f"float32 (batch, {dim}), posterior log-variance in [{low:g}, {high:g}]"}},
-        DECODER_ONNX: {"inputs": {"latent": f"float32 (batch, {dim}), e.g. N(0, I) samples"},
+        DECODER_ONNX: {"inputs": {"latent": f"float32 (batch, {dim}), codes of images (posterior means, "
+                                            f"their interpolations, mixture samples)"},
                        "outputs": {"image": image}},
+        PRIOR_DECODER_ONNX: {"inputs": {"latent": f"float32 (batch, {dim}), N(0, I) draws"},
+                             "outputs": {"image": image}},
     }
     jobs = [(ENCODER_ONNX, _Posterior(vae.encoder).eval(), torch.zeros(2, 3, res, res)),
-            (DECODER_ONNX, vae.decoder, torch.zeros(2, dim))]
+            (DECODER_ONNX, vae.decoder, torch.zeros(2, dim)),
+            (PRIOR_DECODER_ONNX, _PriorDecoder(vae.decoder).eval(), torch.zeros(2, dim))]
     for name, module, example in jobs:
         inputs, outputs = list(files[name]["inputs"]), list(files[name]["outputs"])
         try:

@@ -25,6 +25,7 @@ from vaegan.config import Config
 from vaegan.errors import InputError
 from vaegan.files import read_safetensors
 from vaegan.models import VAE, Discriminator, build_discriminator, build_vae
+from vaegan.models.layers import PRIOR_STATS, fill_prior_statistics
 from vaegan.storage.configs import read_json, read_model_config, training_settings
 from vaegan.storage.hub import resolve_source
 
@@ -62,7 +63,7 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], file: s
     """
     state = strip_wrappers(state)
     check_fit(_shapes(module.state_dict()), _shapes(state), file, prefix, expected_from)
-    module.load_state_dict(state)
+    module.load_state_dict(fill_prior_statistics(module, state))
 
 
 def _shapes(state: dict) -> dict[str, tuple[int, ...]]:
@@ -75,7 +76,7 @@ def check_fit(wanted: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ..
               expected_from: str) -> None:
     """InputError naming the first tensor of ``found`` (keys and shapes in ``file``, under ``prefix``) that is
     missing, unexpected or of another shape than ``wanted``."""
-    missing = [prefix + k for k in wanted if k not in found]
+    missing = [prefix + k for k in wanted if k not in found and not _saved_before_prior_statistics(k, found)]
     unexpected = [prefix + k for k in found if k not in wanted]
     if missing:
         shape = wanted[missing[0][len(prefix):]]
@@ -85,6 +86,8 @@ def check_fit(wanted: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ..
         raise InputError(f"{file}: unexpected tensor '{unexpected[0]}' (not in the model that {expected_from} "
                          f"describes; {len(unexpected)} unexpected in all: {_preview(unexpected)})")
     for k, shape in wanted.items():
+        if k not in found:  # (prior statistics of a state saved before them)
+            continue
         if found[k] is None:
             raise InputError(f"{file}: '{prefix}{k}' is not a tensor (expected shape {shape} from {expected_from})")
         if found[k] != shape:
@@ -127,6 +130,13 @@ def check_checkpoint_shapes(cfg: Config, folder: str | Path) -> None:
     names = ("encoder", "decoder") + (("discriminator",) if cfg.model.kind == "vaegan" else ())
     check_fits(cfg, {net: (group, f"models.{net}.") for net, group in groups.items()},
                str(folder / "state.safetensors"), f"the config saved in {folder / 'state.json'}", names, "models.")
+
+
+def _saved_before_prior_statistics(key: str, found: dict) -> bool:
+    """``key`` is one of a batch norm's prior statistics and ``found`` has none of that norm's: a
+    state saved before the decoder kept them (filled from the data statistics on load)."""
+    module, _, leaf = key.rpartition(".")
+    return leaf in PRIOR_STATS and not any(f"{module}.{p}" in found for p in PRIOR_STATS)
 
 
 def _preview(keys: list[str], n: int = 3) -> str:

@@ -6,6 +6,8 @@ import copy
 import torch
 from torch import nn
 
+from vaegan.models.layers import fill_prior_statistics
+
 
 def ema_decay(decay: float, step: int) -> float:
     """The decay at ``step`` (counted from 0): ramped up as min(decay, (1 + step) / (10 + step)).
@@ -44,7 +46,7 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         for name, m in self.modules.items():
-            m.load_state_dict(state[name])
+            m.load_state_dict(fill_prior_statistics(m, state[name]))
 
 
 @torch.no_grad()
@@ -52,9 +54,12 @@ def recalibrate_batchnorm(encoder: nn.Module, decoder: nn.Module, images: torch.
                           batch_size: int = 64, seed: int = 0) -> None:
     """Recompute the batch-norm statistics of (averaged) networks from their own activations.
 
-    images: float (N, 3, R, R) in [-1, 1]. The encoder sees the images; the decoder sees posterior
-    samples of them and as many prior samples, as in training. Every statistic becomes the plain
-    average over these batches ("precise BN"); the modules end in eval mode.
+    images: float (N, 3, R, R) in [-1, 1]. The encoder sees the images; the decoder's data
+    statistics come from their posterior means (what reconstructions, interpolations, attribute
+    edits and mixture samples decode), its prior statistics from as many N(0, I) draws (what
+    samples decode). Each kind of input is normalised as a batch of its own kind, as in training.
+    Every statistic becomes the plain average over these batches ("precise BN"); the modules end
+    in eval mode.
     """
     norms = [m for net in (encoder, decoder) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -62,15 +67,16 @@ def recalibrate_batchnorm(encoder: nn.Module, decoder: nn.Module, images: torch.
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
+        if getattr(m, "has_prior_statistics", False):
+            m.prior_mean.zero_(), m.prior_var.fill_(1.0), m.prior_batches_tracked.zero_()
         m.momentum = None  # cumulative average
     gen = torch.Generator().manual_seed(seed)
     encoder.train(), decoder.train()
     try:
         for batch in images.split(batch_size):
             posterior = encoder(batch)
-            eps = torch.randn(posterior.mean.shape, generator=gen).to(batch.device)
-            decoder(posterior.sample(eps).to(batch.dtype))
-            decoder(torch.randn(posterior.mean.shape, generator=gen).to(batch.device))
+            decoder(posterior.mean.to(batch.dtype))
+            decoder(torch.randn(posterior.mean.shape, generator=gen).to(batch.device), from_prior=True)
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

@@ -24,7 +24,7 @@ from vaegan.data.loader import GlobalBatchSampler, batches
 from vaegan.files import write_text_atomic
 from vaegan.images import save_grid, to_float
 from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
-from vaegan.models.layers import sync_batchnorm
+from vaegan.models.layers import fill_prior_statistics, sync_batchnorm
 from vaegan.errors import InputError, VaeganError
 from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
 from vaegan.threads import (SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers,
@@ -226,7 +226,8 @@ class Trainer:
     def _load(self, state: dict) -> None:
         acc = self.accelerator
         for k, net in self.nets.items():
-            acc.unwrap_model(net).load_state_dict(state["models"][k])
+            module = acc.unwrap_model(net)
+            module.load_state_dict(fill_prior_statistics(module, state["models"][k]))
             self.opts[k].load_state_dict(state["optimizers"][k])
             _check_optimizer_state(k, self.opts[k])
         if self.ema is not None and "ema" in state:
@@ -309,7 +310,7 @@ class Trainer:
         model = self.inference_model()
         was_training = model.training
         model.eval()
-        samples = model.decode(self.fixed_z.to(self.device)).float()
+        samples = model.decode(self.fixed_z.to(self.device), from_prior=True).float()
         x = to_float(self.fixed_x.to(self.device)).contiguous(memory_format=self.memory_format)
         rec = model.reconstruct(x).float()
         pairs = torch.stack([x, rec], dim=1).flatten(0, 1)

@@ -75,7 +75,7 @@ def vaegan_forward(encoder, decoder, discriminator, x: torch.Tensor, eps: torch.
     z = posterior.sample(eps)
     fakes = [decoder(z)]
     if fake_sources in ("prior", "both"):
-        fakes.append(decoder(z_prior))
+        fakes.append(decoder(z_prior, from_prior=True))  # batch norm keeps this source's statistics apart
     inputs = [f.detach().to(x.dtype).requires_grad_() if detach_fakes else f.to(x.dtype) for f in fakes]
     dis = (lambda img: discriminator(augment.apply(img, augment_params))) if augment_params else discriminator
     real = x.detach().requires_grad_() if r1 else x
