@@ -146,7 +146,9 @@ def test_encode_decode_round_trip_equals_reconstruct(trained_vaegan_run, face_fo
     report = encode_to_file(trained_vaegan_run, face_folder, tmp_path / "z32.safetensors")
     z, names, meta = load_latents(tmp_path / "z32.safetensors")
     assert names == [f"face{i}.png" for i in range(6)] and z.dtype == torch.float32 and z.shape == (6, 32)
-    assert torch.equal(decode_latents(vae, z), reconstruct(vae, images))
+    # Equal up to rounding: the loaded latents are equal to the encoder's means, but a tensor read
+    # from a file need not be 64-byte aligned, and the CPU's GEMM may then sum in another order.
+    assert _same(decode_latents(vae, z), reconstruct(vae, images))
     assert meta["resolution"] == "32" and meta["latent_dim"] == "32"
     assert report["raw_pixel_bytes_per_image"] == 3 * 32 * 32
     assert report["latent_bytes_per_image"] == (tmp_path / "z32.safetensors").stat().st_size / 6
