@@ -68,6 +68,19 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
         assert three[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9)
     with pytest.raises(SystemExit):
         quality.parse_args(["--out", str(tmp_path), "--swd-draws", "0"])
+    # --recalibrate: both of the decoder's batch-norm sets recomputed from the first 256 training
+    # images before evaluating (for checkpoints saved with one pooled set); N(0, I) samples use the prior's.
+    assert quality.main([*args, "--no-train", "--recalibrate"]) == 0
+    checkpoint = quality.list_checkpoints(tmp_path / "runs" / "vaegan")[-1]
+    cached = tmp_path / "eval" / f"vaegan-{checkpoint.name}.json"
+    assert json.loads(cached.read_text())["key"]["recalibrate"] is True
+    model = quality.load_pretrained(checkpoint).vae
+    train = quality.CachedImages(tmp_path / "cache" / "celeba32-train.u8")
+    quality.recalibrate_batchnorm(model.encoder, model.decoder, quality.to_float(train.get_batch(range(256))),
+                                  model.latent_dim)
+    z = torch.randn(64, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    images = quality.load_file(str(cached.with_suffix(".safetensors")))
+    assert torch.equal(images["normal"], quality.decode_latents(model, z, from_prior=True))
     # A doubled budget continues the finished run (same first points, two more); --train-only trains
     # and stops (nothing evaluated, the report untouched), a --no-train call then reports.
     doubled = [*args[:args.index("--budget-pflop")], "--budget-pflop", "0.001", "--evals", "4",
