@@ -3,7 +3,8 @@
     torchrun --nproc_per_node 2 tests/syncbn_worker.py OUT
 
 Each rank normalises its half of a global batch; rank 0 checks outputs, input and parameter
-gradients and running statistics against one BatchNorm over the whole batch, and writes
+gradients and running statistics (and, for a batch of N(0, I) draws, the decoder's prior
+statistics) against one BatchNorm over the whole batch, and writes
 OUT/syncbn.json with the largest differences.
 """
 import json
@@ -43,6 +44,17 @@ for shape in ((8, 6, 5, 5), (8, 6)):
     dist.all_gather(y_all, y.detach())
     dist.all_gather(gx_all, x_mine.grad)
 
+    # The decoder's norms: a batch of N(0, I) draws (from_prior) trains the prior set alone, on the global batch.
+    prior_ref = BatchNorm(6, prior_statistics=True)
+    prior_ref.load_state_dict(reference.state_dict(), strict=False)
+    prior_synced = sync_batchnorm(BatchNorm(6, prior_statistics=True))
+    prior_synced.load_state_dict(prior_ref.state_dict())
+    with torch.no_grad():
+        y_prior_ref = prior_ref(x, from_prior=True)
+        y_prior = prior_synced(x[rows], from_prior=True)
+    y_prior_all = [torch.empty_like(y_prior) for _ in range(world)]
+    dist.all_gather(y_prior_all, y_prior)
+
     plain = BatchNorm(6)  # per-rank statistics: what the check must be able to tell apart
     plain.load_state_dict(reference.state_dict())
     y_plain = plain(x[rows])
@@ -53,6 +65,13 @@ for shape in ((8, 6, 5, 5), (8, 6)):
         "bias_grad": (synced.bias.grad - reference.bias.grad).abs().max(),
         "running_mean": (synced.running_mean - reference.running_mean).abs().max(),
         "running_var": (synced.running_var - reference.running_var).abs().max(),
+        "prior_output": (torch.cat(y_prior_all) - y_prior_ref).abs().max(),
+        "prior_mean": (prior_synced.prior_mean - prior_ref.prior_mean).abs().max(),
+        "prior_var": (prior_synced.prior_var - prior_ref.prior_var).abs().max(),
+        "prior_count": (prior_synced.prior_batches_tracked - 1).abs(),
+        "data_stats_left_alone": ((prior_synced.running_mean - reference.running_mean).abs().max()
+                                  + (prior_synced.running_var - reference.running_var).abs().max()
+                                  + (prior_synced.num_batches_tracked - reference.num_batches_tracked).abs()),
         "per_rank_output": (y_plain - y_ref.detach()[rows]).abs().max(),
     }
     result[f"{len(shape)}d"] = {k: float(v) for k, v in diffs.items()}
