@@ -1,4 +1,5 @@
 import copy
+import json
 import math
 
 import pytest
@@ -8,6 +9,12 @@ from vaegan.config import ModelConfig
 from vaegan.models import build_decoder, build_discriminator, build_encoder, build_vae
 from vaegan.models.distributions import DiagonalGaussian
 from vaegan.models.layers import SyncBatchNorm, sync_batchnorm
+from vaegan.files import write_safetensors, write_text_atomic
+from vaegan.storage.configs import export_config
+from vaegan.storage.export import export_state
+from vaegan.storage.pretrained import load_pretrained
+
+from conftest import tiny_config
 
 
 @pytest.mark.parametrize("res", [32, 64, 128])
@@ -131,12 +138,6 @@ def test_decoder_batchnorm_keeps_the_statistics_of_prior_draws_apart_from_the_da
 def test_a_state_saved_without_prior_statistics_loads_and_decodes_as_before(tmp_path):
     """Checkpoints and exports from before the decoder kept prior statistics: the missing buffers
     are filled from the data statistics with a count of 0, so N(0, I) draws decode as they did."""
-    from vaegan.files import write_safetensors, write_text_atomic
-    from vaegan.storage.configs import export_config
-    from vaegan.storage.export import export_state
-    from vaegan.storage.pretrained import load_pretrained
-    from conftest import tiny_config
-
     cfg = tiny_config()
     torch.manual_seed(0)
     vae = build_vae(cfg.model, cfg.data.resolution)
@@ -146,7 +147,6 @@ def test_a_state_saved_without_prior_statistics_loads_and_decodes_as_before(tmp_
     old = {k: v for k, v in export_state(vae).items() if ".prior_" not in k}
     assert len(old) < len(export_state(vae))
     write_safetensors(tmp_path / "model.safetensors", old, {"format": "vaegan-export-v2"})
-    import json
     write_text_atomic(tmp_path / "config.json", json.dumps(export_config(cfg)))
     loaded = load_pretrained(tmp_path).vae
     z = torch.randn(4, cfg.model.latent_dim)
