@@ -81,9 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=64, choices=(32, 64, 128))
     p.add_argument("--budget-pflop", type=float, default=1.2,
                    help="training compute per model in PFLOP (1e15). At 64 px a VAE step is 0.21 TFLOP, a "
-                        "recommended VAE-GAN step 0.78: 1.2 PFLOP is 5,600 and 1,500 steps, about an hour for "
-                        "both as two one-thread processes on a 2-core CPU with native bf16 (AVX-512 BF16 or AMX); "
-                        "about twelve times longer on an AVX2-only CPU, which trains in fp32")
+                        "recommended VAE-GAN step 0.78: 1.2 PFLOP is 5,600 and 1,500 steps, for both as two "
+                        "one-thread processes on a 2-core CPU about an hour with AMX, two with AVX-512 BF16 alone, "
+                        "and about twelve on an AVX2-only CPU, which trains in fp32")
     p.add_argument("--evals", type=positive_int, default=4, help="evaluation points along the budget (the curve)")
     p.add_argument("--models", default="vae,vaegan",
                    help="runs to train now, comma-separated: vae, vaegan, vae-<variant> or vaegan-<variant> (the "
