@@ -135,7 +135,8 @@ def register(sub) -> None:
                                    "finest level and averaged, reconstruction PSNR; same protocol as compare, "
                                    "fewer images, no Inception network.")
     _add_run_arguments(p)
-    p.add_argument("--num-images", type=int, default=256, help="prior samples and reference images per run (SWD reads high and noisy with few: "
+    p.add_argument("--num-images", type=int, default=256,
+                   help="prior samples and reference images per run (SWD reads high and noisy with few: "
                         "compare runs with 2000, as the quickstart does)")
     p.add_argument("--out", metavar="DIR", help="also write report.md, metrics.json and grids here")
     _add_sampling_arguments(p)
