@@ -138,3 +138,15 @@ def test_variant_runs_take_their_familys_config_and_their_own_overrides(celeba_r
     for bad in ("vaex", "gan", "vaegan_s1"):
         with pytest.raises(SystemExit, match=f"'{bad}' is not vae, vaegan"):
             quality.main(["--out", str(tmp_path), "--root", str(tmp_path), "--models", bad])
+
+
+def test_quickstart_presets_train_for_equal_flops(tmp_path):
+    """scripts/quickstart.sh compares the two quickstart presets: their training FLOPs (torch's count of one
+    step, the benchmark's measure, times max_steps) must match, or its comparison hands one model more compute."""
+    root = Path(__file__).resolve().parents[1]
+    total = {}
+    for kind in ("vae", "vaegan"):
+        cfg = quality.load_config(root / "configs" / f"quickstart_{kind}.yaml", ["data.num_images=128"])
+        assert cfg.model.kind == kind and cfg.loss.warm_start_steps == 0
+        total[kind] = quality.step_flops(cfg, tmp_path / kind) * cfg.train.max_steps
+    assert total["vaegan"] == pytest.approx(total["vae"], rel=0.05)  # exact counts; 4.0x per step, 500 vs 2,000 steps
