@@ -228,12 +228,13 @@ def test_summarize_prints_one_line_per_run_and_writes_the_report(trained_vae_run
                  "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     record = json.loads((out / "metrics.json").read_text())
-    assert lines[0].split()[:2] == ["run", "sharpness"]
+    assert lines[0].split() == ["run", "sharpness", "SWDx1e3@32", "SWDx1e3@16", "SWDx1e3", "avg", "PSNR", "dB"]
     for line, (name, run) in zip(lines[1:3], record["runs"].items()):
         m = run["metrics"]
         assert line.split()[0] == name
         values = [float(v) for v in line.split()[1:]]
-        assert values == pytest.approx([m["hf_ratio"], m["SWDx1e3_32"], m["SWDx1e3_avg"], m["psnr"]], abs=1e-3)
+        assert values == pytest.approx([m["hf_ratio"], m["SWDx1e3_32"], m["SWDx1e3_16"], m["SWDx1e3_avg"], m["psnr"]],
+                                       abs=1e-3)  # every pyramid level, finest first
         assert "fid" not in m
     assert record["protocol"]["num_samples"] == 32 and (out / "report.md").is_file()
 

@@ -131,8 +131,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("summarize", help="a quick table of download-free metrics for runs (no FID)",
-                       description="One line per run: sharpness of samples relative to real images, SWD at the "
-                                   "finest level and averaged, reconstruction PSNR; same protocol as compare, "
+                       description="One line per run: sharpness of samples relative to real images, SWD at every "
+                                   "pyramid level and averaged, reconstruction PSNR; same protocol as compare, "
                                    "fewer images, no Inception network.")
     _add_run_arguments(p)
     p.add_argument("--num-images", type=int, default=256,

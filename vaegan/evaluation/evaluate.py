@@ -286,7 +286,7 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
 def summarize_runs(run_dirs: list[str | Path], names: list[str] | None = None, *, num_images: int = 256,
                    seed: int = 0, device: str = "cpu", ref=None, ref_celeba=None, ref_split: str = "test",
                    file=None) -> Comparison:
-    """Print one line per run (sharpness ratio, SWD finest level and average, reconstruction PSNR).
+    """Print one line per run (sharpness ratio, SWD per pyramid level and average, reconstruction PSNR).
 
     No Inception network: the download-free metrics only, cheap enough for a quick look.
     Returns the ``Comparison`` (see ``compare_runs``); ``vaegan.evaluation.report.write_report`` can write it out.

@@ -163,10 +163,12 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]
 
 
 def summary_table(comparison: Comparison) -> str:
-    """One line per run: sample sharpness ratio, SWD at the finest level and averaged, PSNR."""
-    finest = comparison.reference.images.shape[-1]
-    cols = ["sharpness", f"SWDx1e3@{finest}", "SWDx1e3 avg", "PSNR dB"]
-    keys = ["hf_ratio", f"SWDx1e3_{finest}", "SWDx1e3_avg", "psnr"]
+    """One line per run: sample sharpness ratio, SWD at every pyramid level (finest first) and
+    averaged, PSNR."""
+    levels = sorted({int(k[len("SWDx1e3_"):]) for run in comparison.runs for k in run.metrics
+                     if k.startswith("SWDx1e3_") and k[len("SWDx1e3_"):].isdigit()}, reverse=True)
+    cols = ["sharpness", *(f"SWDx1e3@{level}" for level in levels), "SWDx1e3 avg", "PSNR dB"]
+    keys = ["hf_ratio", *(f"SWDx1e3_{level}" for level in levels), "SWDx1e3_avg", "psnr"]
     width = max(len("run"), *(len(run.name) for run in comparison.runs))
     lines = [f"{'run':<{width}}  " + "  ".join(f"{c:>12}" for c in cols)]
     for run in comparison.runs:
