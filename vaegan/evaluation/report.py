@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from vaegan.images import make_grid, pil_to_uint8, save_image
 from vaegan.files import write_text_atomic
+from vaegan.metrics.swd import pyramid_resolutions
 
 if TYPE_CHECKING:
     from vaegan.evaluation.evaluate import Comparison
@@ -165,8 +166,7 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]
 def summary_table(comparison: Comparison) -> str:
     """One line per run: sample sharpness ratio, SWD at every pyramid level (finest first) and
     averaged, PSNR."""
-    levels = sorted({int(k[len("SWDx1e3_"):]) for run in comparison.runs for k in run.metrics
-                     if k.startswith("SWDx1e3_") and k[len("SWDx1e3_"):].isdigit()}, reverse=True)
+    levels = pyramid_resolutions(comparison.reference.images.shape[-1])  # the levels compute_swd reports
     cols = ["sharpness", *(f"SWDx1e3@{level}" for level in levels), "SWDx1e3 avg", "PSNR dB"]
     keys = ["hf_ratio", *(f"SWDx1e3_{level}" for level in levels), "SWDx1e3_avg", "psnr"]
     width = max(len("run"), *(len(run.name) for run in comparison.runs))
