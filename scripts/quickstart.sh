@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: set up, train the plain-VAE baseline and the recommended VAE-GAN on the built-in
 # procedural faces (no download) for the same training FLOPs, then compare them on 2,000 samples. About
-# 14 minutes on a 2-core CPU with native bf16, install included.
+# 28 minutes on a 2-core CPU with native bf16, install included.
 #   OUT   where the runs go (default: runs/quickstart-<time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
