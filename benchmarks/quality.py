@@ -60,7 +60,9 @@ CONFIGS = {"vae": ROOT / "configs" / "celeba64_vae.yaml", "vaegan": ROOT / "conf
 
 def headline(resolution: int) -> list[str]:
     swd = [f"SWDx1e3_{r}" for r in pyramid_resolutions(resolution)]
-    return [*swd, "SWDx1e3_avg", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr", "ssim", "recon_hf_ratio"]
+    # recon_grid_peak_ratio beside recon_hf_ratio: reconstruction "sharpness" that is grid speckle shows there
+    return [*swd, "SWDx1e3_avg", "hf_ratio", "grid_peak_ratio", "pixel_fd", "psnr", "ssim", "recon_hf_ratio",
+            "recon_grid_peak_ratio"]
 
 
 def positive_int(text: str) -> int:
