@@ -471,3 +471,17 @@ def test_card_names_the_learning_rate_schedule():
     assert "| learning-rate schedule | cosine to 0.1 x lr after 50 warm-up steps |" in lines(
         "optim.lr_schedule=cosine", "optim.lr_final=0.1", "optim.lr_warmup_steps=50")
     assert "| learning-rate schedule | constant after 20 warm-up steps |" in lines("optim.lr_warmup_steps=20")
+
+
+def test_card_names_the_latent_terms_a_run_trained_with():
+    """The training table lists the MMD and aggregate-KL terms with their weights when they were on."""
+    from vaegan.config import load_config
+    from vaegan.storage.card import _loss_rows
+
+    cfg = load_config(None, ["model.kind=vaegan"])
+    off = dict(_loss_rows(cfg, cfg.to_dict()["loss"]))
+    assert not any("MMD" in k or "aggregate" in k for k in off)
+    on = load_config(None, ["model.kind=vaegan", "loss.mmd_weight=30", "loss.agg_kl_weight=2"])
+    rows = dict(_loss_rows(on, on.to_dict()["loss"]))
+    assert rows["MMD of the codes against N(0, I)"] == "weight 30.0"
+    assert rows["aggregate posterior's KL to N(0, I)"] == "weight 2.0"

@@ -21,7 +21,8 @@ from conftest import TINY, tiny_config
 ROOT = Path(__file__).parents[1]
 RUN = [*TINY, "model.kind=vaegan", "train.max_steps=12", "train.checkpoint_every_steps=3", "train.ema_decay=0.9",
        "train.keep_checkpoints=2", "data.hflip=true", "optim.name=adam",
-       "optim.lr_schedule=cosine", "optim.lr_warmup_steps=4", "optim.lr_final=0.1"]  # the rate is a function of the step
+       "optim.lr_schedule=cosine", "optim.lr_warmup_steps=4", "optim.lr_final=0.1",  # the rate is a function of the step
+       "loss.agg_kl_weight=0.1"]  # running moments: trainer state outside the networks
 
 
 def _tensors(state, prefix=""):
@@ -59,6 +60,7 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     assert a["step"] == b["step"] == 12
     ta, tb = dict(_tensors(a)), dict(_tensors(b))
     assert ta.keys() == tb.keys() and any(".ema." in k or k.startswith(".ema") for k in ta)
+    assert ".agg_kl_moments.cov" in ta
     different = [k for k in ta if not torch.equal(ta[k], tb[k])]
     assert not different, different[:5]
     log = [line for line in (run_b / "log.jsonl").read_text().splitlines()]

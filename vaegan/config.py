@@ -74,6 +74,7 @@ class LossConfig:
     warm_start_steps: int = 0  # VAE-GAN: the first N steps train encoder and decoder as the plain VAE (loss.recon + KL; no discriminator, at a VAE step's cost)
     kl_warmup_steps: int = 0  # KL weight ramps linearly from 0 to beta over these steps
     mmd_weight: float = 0.0  # encoder: this times the MMD between the batch's codes and N(0, I) draws (InfoVAE/WAE; 0: off)
+    agg_kl_weight: float = 0.0  # encoder: this times the aggregate posterior's KL to N(0, I), from running moments (0: off)
     equilibrium: bool = False  # Larsen's released code: skip updates of a side that is too far ahead
     equilibrium_target: float = 0.68  # target discriminator BCE (about ln 2)
     equilibrium_margin: float = 0.35
@@ -253,7 +254,8 @@ NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_check
     "data.crop", "data.seed", "model.dis_width",
     "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.adv_start_step",
     "loss.warm_start_steps", "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
-    "loss.mmd_weight", "optim.lr_dis", "optim.lr_warmup_steps", "optim.weight_decay", "optim.grad_clip",
+    "loss.mmd_weight", "loss.agg_kl_weight",
+    "optim.lr_dis", "optim.lr_warmup_steps", "optim.weight_decay", "optim.grad_clip",
     "train.seed", "train.sample_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
     "train.eval_every_steps",
 )

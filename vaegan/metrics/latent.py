@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import torch
 
-from vaegan.models.distributions import DiagonalGaussian
+from vaegan.models.distributions import DiagonalGaussian, aggregate_moments, gaussian_kl_to_standard
 
 ACTIVE_THRESHOLD = 0.01
 
 
 def aggregate_posterior_stats(posterior: DiagonalGaussian) -> dict[str, float]:
     """Posterior over (N, D) codes, N >= 2 -> {"aggregate_kl", "active_units"}."""
-    mean, var = posterior.mean.double(), posterior.logvar.double().exp()
-    n, d = mean.shape
+    n = posterior.mean.shape[0]
     if n < 2:
         raise ValueError(f"aggregate_posterior_stats: needs at least 2 codes, got {n}")
-    m = mean.mean(0)
-    centred = mean - m
-    cov = centred.T @ centred / (n - 1) + torch.diag(var.mean(0))
-    kl = 0.5 * (torch.trace(cov) + m.dot(m) - d - torch.linalg.slogdet(cov).logabsdet)
-    return {"aggregate_kl": kl.item(), "active_units": int((centred.pow(2).sum(0) / (n - 1) > ACTIVE_THRESHOLD).sum())}
+    means = posterior.mean.double()
+    mean, cov = aggregate_moments(means, posterior.logvar.double().exp())
+    active = int((means.var(0) > ACTIVE_THRESHOLD).sum())
+    return {"aggregate_kl": gaussian_kl_to_standard(mean, cov).item(), "active_units": active}

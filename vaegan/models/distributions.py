@@ -41,6 +41,23 @@ class DiagonalGaussian:
         )
 
 
+def aggregate_moments(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of the aggregate posterior mean_i N(mean_i, diag(var_i)) of
+    B >= 2 codes (mean, var: (B, D)).
+
+    Law of total variance: the covariance of the posterior means (unbiased, B - 1) plus the mean
+    posterior variance on the diagonal. Differentiable, in the inputs' dtype."""
+    if mean.dim() != 2 or mean.shape[0] < 2:
+        raise ValueError(f"aggregate_moments: needs (B, D) codes with B >= 2, got {tuple(mean.shape)}")
+    centred = mean - mean.mean(0)
+    return mean.mean(0), centred.T @ centred / (len(mean) - 1) + torch.diag(var.mean(0))
+
+
+def gaussian_kl_to_standard(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, cov) || N(0, I)) = (tr cov + |mean|^2 - D - log det cov) / 2, for a positive definite cov."""
+    return 0.5 * (torch.trace(cov) + mean.dot(mean) - len(mean) - torch.linalg.slogdet(cov).logabsdet)
+
+
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed over the last dim."""
     return -0.5 * torch.sum(z.float().pow(2) + math.log(2 * math.pi), dim=-1)

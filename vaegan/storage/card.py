@@ -299,6 +299,10 @@ def _loss_rows(cfg: Config, loss: dict) -> list[tuple[str, str]]:
     rows = [("KL weight (beta)", str(loss.get("beta")))]
     if loss.get("kl_warmup_steps"):
         rows.append(("KL warm-up steps", str(loss["kl_warmup_steps"])))
+    if loss.get("mmd_weight"):
+        rows.append(("MMD of the codes against N(0, I)", f"weight {loss['mmd_weight']}"))
+    if loss.get("agg_kl_weight"):
+        rows.append(("aggregate posterior's KL to N(0, I)", f"weight {loss['agg_kl_weight']}"))
     if cfg.model.kind == "vae":
         rows.append(("reconstruction loss", f"{loss.get('recon')} pixel likelihood"))
         return rows

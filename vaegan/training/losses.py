@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from vaegan.models.distributions import DiagonalGaussian
+from vaegan.models.distributions import DiagonalGaussian, aggregate_moments, gaussian_kl_to_standard
 
 
 def kl_loss(posterior: DiagonalGaussian) -> torch.Tensor:
@@ -42,6 +42,30 @@ def mmd_loss(z: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
     off = 1.0 - torch.eye(n, device=z.device)
     k_zz, k_pp, k_zp = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
     return ((k_zz * off).sum() + (k_pp * off).sum()) / (n * (n - 1)) - 2 * k_zp.mean()
+
+
+def aggregate_kl_loss(posterior: DiagonalGaussian, running: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """KL(N(m, C) || N(0, I)) of the aggregate posterior's moments, with this batch's gradient.
+
+    ``running``: (m, C), running estimates of the aggregate posterior's mean and covariance over
+    many batches (:class:`vaegan.training.moments.RunningMoments`), so full rank and low in noise
+    where one batch of B codes in D >= B dimensions gives a singular, noisy covariance. The value
+    is the KL of those estimates (a constant here); the gradient is the KL's gradient at them,
+    dKL/dm = m and dKL/dC = (I - C^-1) / 2, carried into the codes through this batch's own
+    moments (m_B, C_B): the KL's first-order change as the batch moves its codes. That is the
+    part of the per-image KL's average that is not the codes' information about the images
+    (average KL = I(x; z) + KL(q(z) || p(z)), Hoffman & Johnson 2016), estimated to second
+    moments; its gradient is largest along the directions the codes leave thinnest, where N(0, I)
+    draws land off them.
+    """
+    mean, var = posterior.mean.float(), posterior.logvar.float().exp()
+    m_run, c_run = (t.detach().double() for t in running)
+    eye = torch.eye(len(m_run), dtype=torch.float64, device=m_run.device)
+    grad_m, grad_c = m_run.float(), (0.5 * (eye - torch.linalg.inv(c_run))).float()
+    with torch.autocast(mean.device.type, enabled=False):  # the covariance's matmul in float32, not bf16
+        m_b, c_b = aggregate_moments(mean, var)
+    first_order = m_b.dot(grad_m) + (c_b * grad_c).sum()
+    return gaussian_kl_to_standard(m_run, c_run).float() + first_order - first_order.detach()
 
 
 def pixel_loss(x_rec: torch.Tensor, x: torch.Tensor, kind: str = "gaussian") -> torch.Tensor:

@@ -118,6 +118,10 @@ class Trainer:
             raise ConfigError(f"config key 'loss.mmd_weight': the MMD compares a micro-batch's codes as a set and "
                               f"needs at least 2 per process, got train.batch_size={t.batch_size} over processes x "
                               f"grad_accum_steps = {micro}")
+        if cfg.loss.agg_kl_weight > 0 and self.local_batch < 2:
+            raise ConfigError(f"config key 'loss.agg_kl_weight': the aggregate KL folds in a micro-batch's code "
+                              f"covariance and needs at least 2 codes per process, got train.batch_size={t.batch_size} "
+                              f"over processes x grad_accum_steps = {micro}")
 
         # Data: a deterministic global order, this rank's slice of every batch.
         self.dataset = _data.build_dataset(cfg.data)
@@ -219,6 +223,8 @@ class Trainer:
             state["ema"] = self.ema.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.update.moments is not None:
+            state["agg_kl_moments"] = self.update.moments.state_dict()
         if torch.cuda.is_available():
             state["rng"]["cuda"] = torch.cuda.get_rng_state()
         return state
@@ -234,6 +240,8 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.update.moments is not None and "agg_kl_moments" in state:  # else (turned on at resume) from scratch
+            self.update.moments.load_state_dict(state["agg_kl_moments"])
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
         py = state["rng"]["python"]

@@ -10,7 +10,8 @@ and prior latents, the discriminator on real, reconstructed and prior images, so
 statistics stay per source) and then routes each loss to the network that learns from it:
 
     discriminator  <- GAN loss (+ R1 penalty)
-    encoder        <- beta * KL (+ mmd_weight * MMD of the codes against N(0, I)) + rec
+    encoder        <- beta * KL (+ mmd_weight * MMD, agg_kl_weight * aggregate KL of the codes
+                      against N(0, I)) + rec
     decoder        <- gamma * rec + w_adv * GAN loss
 
 where rec is the Dis_l feature loss (with ``loss.feature_layers`` > 1, averaged with finer
@@ -35,8 +36,9 @@ import torch
 from torch import nn
 
 from vaegan.config import Config, LossConfig
-from vaegan.models.distributions import DiagonalGaussian
+from vaegan.models.distributions import DiagonalGaussian, aggregate_moments
 from vaegan.training import augment, losses
+from vaegan.training.moments import RunningMoments
 
 Noise = Callable[[tuple[int, ...]], torch.Tensor]  # shape -> standard normal noise, the same on every rank
 
@@ -113,15 +115,16 @@ def add_r1(logs: dict[str, torch.Tensor], fwd: Forward, r1_weight: float) -> Non
     logs["loss/dis"] = logs["loss/dis"] + r1_weight * logs["dis/r1"]
 
 
-def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float,
-                     z_mmd: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float, z_mmd: torch.Tensor | None = None,
+                     running: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Encoder and decoder objectives before the adversarial weight is applied.
 
     loss/rec, the reconstruction term both learn from, is the feature term (Dis_l, or with
     ``cfg.feature_layers`` > 1 the mean over layers, logged as loss/features) plus
     ``cfg.pixel_weight`` times the pixel likelihood of the (unaugmented) reconstruction the
     discriminator read. loss/dis_l is always Dis_l alone. With ``cfg.mmd_weight`` > 0, loss/mmd
-    compares the codes ``fwd.z`` with the prior draws ``z_mmd`` (:func:`add_mmd`)."""
+    compares the codes ``fwd.z`` with the prior draws ``z_mmd``; see :func:`add_latent_terms` for
+    loss/agg_kl (``running``)."""
     kl = losses.kl_loss(fwd.posterior)
     n = cfg.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
@@ -134,27 +137,44 @@ def generator_losses(fwd: Forward, cfg: LossConfig, kl_weight: float,
     if cfg.pixel_weight > 0:
         logs["loss/pixel"] = losses.pixel_loss(fwd.fake_inputs[0], fwd.x, cfg.recon)
         logs["loss/rec"] = feat + cfg.pixel_weight * logs["loss/pixel"]
-    add_mmd(logs, fwd.z, z_mmd, cfg)
+    add_latent_terms(logs, fwd.posterior, fwd.z, z_mmd, cfg, running)
     return logs
 
 
-def add_mmd(logs: dict[str, torch.Tensor], z: torch.Tensor, z_mmd: torch.Tensor | None, cfg: LossConfig) -> None:
-    """loss/mmd: the aggregate-posterior penalty between codes z and N(0, I) draws z_mmd (both
-    (B, D)), when ``cfg.mmd_weight`` > 0; the encoder learns from ``cfg.mmd_weight`` times it."""
+def add_latent_terms(logs: dict[str, torch.Tensor], posterior: DiagonalGaussian, z: torch.Tensor,
+                     z_mmd: torch.Tensor | None, cfg: LossConfig,
+                     running: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """The aggregate-posterior penalties the encoder learns from besides the KL, each when its
+    weight is > 0: loss/mmd between codes z and N(0, I) draws z_mmd (both (B, D)), loss/agg_kl
+    the KL to N(0, I) of the ``running`` estimates of the codes' aggregate mean and covariance
+    (:func:`losses.aggregate_kl_loss`; NaN, so that the step is skipped, when the batch's
+    moments were not finite: ``running`` None)."""
     if cfg.mmd_weight > 0:
         logs["loss/mmd"] = losses.mmd_loss(z, z_mmd)
+    if cfg.agg_kl_weight > 0:
+        logs["loss/agg_kl"] = (losses.aggregate_kl_loss(posterior, running) if running is not None
+                               else torch.full((), math.nan, device=posterior.mean.device))
+
+
+def latent_penalty(logs: dict[str, torch.Tensor], cfg: LossConfig, kl_weight: float) -> torch.Tensor:
+    """The encoder's prior-side loss: kl_weight * KL plus the weighted terms of :func:`add_latent_terms`."""
+    total = kl_weight * logs["loss/kl"]
+    if "loss/mmd" in logs:
+        total = total + cfg.mmd_weight * logs["loss/mmd"]
+    if "loss/agg_kl" in logs:
+        total = total + cfg.agg_kl_weight * logs["loss/agg_kl"]
+    return total
 
 
 def vae_losses(posterior: DiagonalGaussian, x_rec: torch.Tensor, x: torch.Tensor, cfg: LossConfig,
-               kl_weight: float, z: torch.Tensor | None = None,
-               z_mmd: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Pixel reconstruction + kl_weight * KL (+ mmd_weight * MMD of the codes z against z_mmd)."""
+               kl_weight: float, z: torch.Tensor | None = None, z_mmd: torch.Tensor | None = None,
+               running: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Pixel reconstruction + kl_weight * KL (+ the weighted terms of :func:`add_latent_terms`)."""
     kl = losses.kl_loss(posterior)
     rec = losses.pixel_loss(x_rec, x, cfg.recon)
-    logs = {"loss/total": rec + kl_weight * kl, "loss/kl": kl, "loss/recon": rec, "weight/kl": torch.tensor(kl_weight)}
-    add_mmd(logs, z, z_mmd, cfg)
-    if "loss/mmd" in logs:
-        logs["loss/total"] = logs["loss/total"] + cfg.mmd_weight * logs["loss/mmd"]
+    logs = {"loss/kl": kl, "loss/recon": rec, "weight/kl": torch.tensor(kl_weight)}
+    add_latent_terms(logs, posterior, z, z_mmd, cfg, running)
+    logs["loss/total"] = rec + latent_penalty(logs, cfg, kl_weight)
     return logs
 
 
@@ -224,6 +244,9 @@ class Update:
         self.cfg, self.nets, self.optimizers, self.scale = cfg, nets, optimizers, scale
         self.autocast, self.last_layer, self.reduce_sum = autocast, last_layer, reduce_sum
         self.is_gan = cfg.model.kind == "vaegan"
+        self.moments = None  # running aggregate-posterior moments, for loss.agg_kl_weight
+        if cfg.loss.agg_kl_weight > 0:
+            self.moments = RunningMoments(cfg.model.latent_dim, next(nets["encoder"].parameters()).device)
 
     def __call__(self, x: torch.Tensor, noise: Noise, step: int, sync: bool = True) -> Result:
         """Backward of one micro-batch x: (B, 3, R, R) in [-1, 1] at training step ``step``; with
@@ -244,7 +267,8 @@ class Update:
         return result
 
     def vae_backward(self, x: torch.Tensor, noise: Noise, step: int) -> Result:
-        """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL (+ mmd_weight * MMD)."""
+        """Plain VAE: encoder and decoder minimise pixel reconstruction + beta * KL (+ the weighted
+        MMD and aggregate-KL terms)."""
         lc, shape = self.cfg.loss, (x.shape[0], self.cfg.model.latent_dim)
         eps = noise(shape)
         z_mmd = noise(shape) if lc.mmd_weight > 0 else None
@@ -253,7 +277,7 @@ class Update:
             posterior = self.nets["encoder"](x)
             z = posterior.sample(eps)
             x_rec = self.nets["decoder"](z)
-            logs = vae_losses(posterior, x_rec, x, lc, kl_w, z, z_mmd)
+            logs = vae_losses(posterior, x_rec, x, lc, kl_w, z, z_mmd, self.observe_codes(posterior))
         finite = self.all_finite(logs)
         if finite:
             self.scale(logs["loss/total"]).backward()
@@ -275,7 +299,7 @@ class Update:
                                  drawn["eps"], drawn["z_prior"], lc.fake_sources, detach_fakes=True,
                                  augment_params=aug, r1=r1_weight > 0)
             logs = discriminator_loss(fwd, lc)
-            logs.update(generator_losses(fwd, lc, kl_w, drawn.get("z_mmd")))
+            logs.update(generator_losses(fwd, lc, kl_w, drawn.get("z_mmd"), self.observe_codes(fwd.posterior)))
         if not self.all_finite(logs):
             return Result(logs, False, noise=drawn)
         train_dis, adv_on = balance(logs, lc, step, self.mean_over_ranks)
@@ -303,7 +327,7 @@ class Update:
 
     def generator_backward(self, fwd: Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
                            gan_grads_at_fakes: list[torch.Tensor] | None) -> torch.Tensor:
-        """Decoder: gamma * rec + w_adv * GAN; encoder: beta * KL (+ mmd_weight * MMD) + rec
+        """Decoder: gamma * rec + w_adv * GAN; encoder: beta * KL (+ the weighted MMD and aggregate-KL terms) + rec
         (rec: Dis_l + pixel term).
 
         Both are chained from the losses' (scaled) gradients at the fakes the discriminator read.
@@ -318,7 +342,7 @@ class Update:
         decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0], *(w_adv * g for g in gan_grads[1:])]
         torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
                                 inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
-        latent = kl_w * logs["loss/kl"] + (lc.mmd_weight * logs["loss/mmd"] if "loss/mmd" in logs else 0.0)
+        latent = latent_penalty(logs, lc, kl_w)
         torch.autograd.backward([self.scale(latent), fakes[0]], [None, rec_grad.to(fakes[0].dtype)],
                                 inputs=list(self.nets["encoder"].parameters()))
         return w_adv
@@ -344,6 +368,23 @@ class Update:
         g_adv = torch.autograd.grad(fakes, self.last_layer, [(g / unscale).to(f.dtype) for g, f in zip(gan_grads, fakes)],
                                     retain_graph=True)[0]
         return lc.adv_weight * losses.gradient_ratio(g_rec, g_adv, lc.adaptive_weight_max)
+
+    def observe_codes(self, posterior: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With loss.agg_kl_weight: fold this micro-batch's aggregate moments, averaged over ranks
+        (every rank keeps the same estimates), into the running ones and return those; None when
+        off, or when the moments are not finite (they are then left out)."""
+        if self.moments is None:
+            return None
+        with torch.no_grad():
+            mean, cov = aggregate_moments(posterior.mean.double(), posterior.logvar.double().exp())
+            flat = torch.cat([mean, cov.flatten(), torch.ones(1, dtype=mean.dtype, device=mean.device)])
+            flat = self.reduce_sum(flat)
+            flat = flat[:-1] / flat[-1]
+            if not torch.isfinite(flat).all():
+                return None
+            d = len(mean)
+            self.moments.update(flat[:d], flat[d:].reshape(d, d))
+        return self.moments.estimate()
 
     def mean_over_ranks(self, values: list[torch.Tensor]) -> list[float]:
         """The scalars' means over all ranks (themselves on one process)."""
