@@ -36,6 +36,8 @@ def _expected(tr, nets, x, noise):
     latent = lc.beta * losses.kl_loss(fwd.posterior)
     if lc.mmd_weight > 0:  # the encoder's latent term: KL plus the MMD of its codes against the drawn prior
         latent = latent + lc.mmd_weight * losses.mmd_loss(fwd.z, noise["z_mmd"])
+    if lc.agg_kl_weight > 0:  # ... plus the aggregate KL, at the running moments the update left (this batch folded in)
+        latent = latent + lc.agg_kl_weight * losses.aggregate_kl_loss(fwd.posterior, tr.update.moments.estimate())
     n = lc.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
@@ -49,10 +51,11 @@ def _expected(tr, nets, x, noise):
     }
 
 
-@pytest.mark.parametrize("sources,layers,mmd", [("both", 1, 0), ("recon", 1, 0), ("prior", 1, 0), ("both", 2, 0),
-                                                ("both", 1, 50)])
-def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers, mmd):
-    tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}", f"loss.mmd_weight={mmd}")
+@pytest.mark.parametrize("sources,layers,mmd,agg_kl", [("both", 1, 0, 0), ("recon", 1, 0, 0), ("prior", 1, 0, 0),
+                                                       ("both", 2, 0, 0), ("both", 1, 50, 0), ("both", 1, 0, 50)])
+def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers, mmd, agg_kl):
+    tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}", f"loss.mmd_weight={mmd}",
+                  f"loss.agg_kl_weight={agg_kl}")
     x = _batch(tr)
     nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
     result = tr.update(x, tr.noise, tr.step, sync=False)  # gradients, no optimizer step
