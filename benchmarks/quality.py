@@ -46,7 +46,6 @@ from vaegan.images import save_image, to_float  # noqa: E402
 from vaegan.models.gmm import fit_gmm  # noqa: E402
 from vaegan.models.inference import decode_latents, encode_images, reconstruct  # noqa: E402
 from vaegan.metrics.swd import compute_swd, pyramid_resolutions  # noqa: E402
-from vaegan.metrics.artifacts import grid_peak_ratio, pixel_fd  # noqa: E402
 from vaegan.metrics.latent import aggregate_posterior_stats  # noqa: E402
 from vaegan.storage.pretrained import load_pretrained  # noqa: E402
 from vaegan.evaluation.report import side_by_side  # noqa: E402
@@ -238,9 +237,6 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
         m = image_metrics(samples, recon, reference, seed=args.seed)
         if prior == "normal" and args.swd_draws > 1:
             m.update(swd_spread(vae, reference, m, args))
-        m.update(grid_peak_ratio(samples, reference))
-        m["pixel_fd"] = pixel_fd(samples, reference)
-        m["recon_grid_peak_ratio"] = grid_peak_ratio(recon, reference)["grid_peak_ratio"]
         if args.inception_weights:
             from vaegan.evaluation.evaluate import feature_extractor, feature_metrics
             m.update(feature_metrics(samples, reference, feature_extractor(None, args.inception_weights, args.device)))

@@ -30,7 +30,8 @@ from vaegan.evaluation.report import LABEL_PX
 ROOT = Path(__file__).resolve().parents[1]
 N = 64  # samples per run: one full 8x8 preview grid
 NO_DOWNLOAD_KEYS = {"SWDx1e3_32", "SWDx1e3_16", "SWDx1e3_avg", "hf_generated", "hf_reference", "hf_ratio",
-                    "recon_hf_ratio", "psnr", "ssim"}
+                    "grid_peak_generated", "grid_peak_reference", "grid_peak_ratio", "pixel_fd",
+                    "recon_hf_ratio", "recon_grid_peak_ratio", "psnr", "ssim"}
 FEATURE_KEYS = {"fid", "kid_mean", "kid_std", "precision", "recall"}
 
 
@@ -228,12 +229,14 @@ def test_summarize_prints_one_line_per_run_and_writes_the_report(trained_vae_run
                  "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     record = json.loads((out / "metrics.json").read_text())
-    assert lines[0].split() == ["run", "sharpness", "SWDx1e3@32", "SWDx1e3@16", "SWDx1e3", "avg", "PSNR", "dB"]
+    assert lines[0].split() == ["run", "sharpness", "grid", "peaks", "SWDx1e3@32", "SWDx1e3@16", "SWDx1e3", "avg",
+                                "PSNR", "dB", "recon", "peaks"]
     for line, (name, run) in zip(lines[1:3], record["runs"].items()):
         m = run["metrics"]
         assert line.split()[0] == name
         values = [float(v) for v in line.split()[1:]]
-        assert values == pytest.approx([m["hf_ratio"], m["SWDx1e3_32"], m["SWDx1e3_16"], m["SWDx1e3_avg"], m["psnr"]],
+        assert values == pytest.approx([m["hf_ratio"], m["grid_peak_ratio"], m["SWDx1e3_32"], m["SWDx1e3_16"],
+                                        m["SWDx1e3_avg"], m["psnr"], m["recon_grid_peak_ratio"]],
                                        abs=1e-3)  # every pyramid level, finest first
         assert "fid" not in m
     assert record["protocol"]["num_samples"] == 32 and (out / "report.md").is_file()

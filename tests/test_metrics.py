@@ -379,6 +379,27 @@ def test_grid_peak_ratio_flags_checkerboards_not_noise_or_blur():
     assert ratio(checker) > 2 * ratio(noisy)
 
 
+def test_image_metrics_report_grid_peaks_of_samples_and_of_reconstructions_apart():
+    """A checkerboard in the reconstructions shows in recon_grid_peak_ratio and not in the samples'
+    ratio, and the other way round: what the quickstart summary and every evaluation print."""
+    from vaegan.metrics.quick import image_metrics
+
+    gen = torch.Generator().manual_seed(1)
+    smooth = lambda: (torch.nn.functional.interpolate(torch.rand(48, 3, 8, 8, generator=gen), size=32, mode="bicubic")
+                      .clamp(0, 1) * 200 + 20).round().to(torch.uint8)
+    reference, clean = smooth(), smooth()
+    checker = reference.float()
+    checker[:, :, ::2, ::2] += 10
+    checker[:, :, 1::2, 1::2] -= 10
+    checker = checker.clamp(0, 255).round().to(torch.uint8)
+    bad_recon = image_metrics(clean, checker, reference)
+    bad_samples = image_metrics(checker, reference, reference)
+    assert bad_recon["recon_grid_peak_ratio"] > 3 * bad_recon["grid_peak_ratio"]
+    assert bad_samples["grid_peak_ratio"] > 3 * bad_samples["recon_grid_peak_ratio"]
+    assert bad_samples["recon_grid_peak_ratio"] == pytest.approx(1.0)  # reconstructions = the reference
+    assert image_metrics(reference, reference, reference)["pixel_fd"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_pixel_fd_is_zero_for_identical_sets_and_grows_with_a_colour_shift():
     from vaegan.metrics.artifacts import pixel_fd
 

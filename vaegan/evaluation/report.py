@@ -48,8 +48,11 @@ def metric_rows(comparison: Comparison) -> list[tuple[str, str, object]]:
             ("precision ↑", "precision", _number("{:.3f}")), ("recall ↑", "recall", _number("{:.3f}"))]
     rows += [(f"SWD ×10³, {res} px ↓", f"SWDx1e3_{res}", _number("{:.2f}")) for res in levels]
     rows += [("SWD ×10³, average ↓", "SWDx1e3_avg", _number("{:.2f}")),
+             ("pixel FD, 8x8 ↓", "pixel_fd", _number("{:.3f}")),
              ("sharpness of samples (HF energy / real; 1 = real)", "hf_ratio", _number("{:.3f}")),
+             ("grid peaks of samples (stride-2 artefacts / real; 1 = real)", "grid_peak_ratio", _number("{:.3f}")),
              ("sharpness of reconstructions (HF energy / real)", "recon_hf_ratio", _number("{:.3f}")),
+             ("grid peaks of reconstructions (/ real)", "recon_grid_peak_ratio", _number("{:.3f}")),
              ("reconstruction PSNR (dB) ↑", "psnr", _number("{:.2f}")),
              ("reconstruction SSIM ↑", "ssim", _number("{:.3f}"))]
     return rows
@@ -164,15 +167,19 @@ def write_report(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]
 
 
 def summary_table(comparison: Comparison) -> str:
-    """One line per run: sample sharpness ratio, SWD at every pyramid level (finest first) and
-    averaged, PSNR."""
+    """One line per run: sample sharpness and grid-peak ratios, SWD at every pyramid level (finest
+    first) and averaged, reconstruction PSNR and grid-peak ratio."""
     levels = pyramid_resolutions(comparison.reference.images.shape[-1])  # the levels compute_swd reports
-    cols = ["sharpness", *(f"SWDx1e3@{level}" for level in levels), "SWDx1e3 avg", "PSNR dB"]
-    keys = ["hf_ratio", *(f"SWDx1e3_{level}" for level in levels), "SWDx1e3_avg", "psnr"]
+    cols = ["sharpness", "grid peaks", *(f"SWDx1e3@{level}" for level in levels), "SWDx1e3 avg", "PSNR dB",
+            "recon peaks"]
+    keys = ["hf_ratio", "grid_peak_ratio", *(f"SWDx1e3_{level}" for level in levels), "SWDx1e3_avg", "psnr",
+            "recon_grid_peak_ratio"]
     width = max(len("run"), *(len(run.name) for run in comparison.runs))
     lines = [f"{'run':<{width}}  " + "  ".join(f"{c:>12}" for c in cols)]
     for run in comparison.runs:
         lines.append(f"{run.name:<{width}}  " + "  ".join(f"{run.metrics[k]:>12.3f}" for k in keys))
     lines.append(f"({len(comparison.reference.images)} images vs {comparison.reference.description}; "
-                 f"sharpness: high-frequency energy / real's, 1 = as sharp as real; lower SWD is better)")
+                 f"sharpness: high-frequency energy / real's, 1 = as sharp as real, and speckle counts as sharp; "
+                 f"grid peaks: energy at the stride-2 upsampling frequencies / real's, 1 = as real, above 1 = "
+                 f"checkerboard; lower SWD is better)")
     return "\n".join(lines)
