@@ -79,3 +79,32 @@ def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_pa
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "export")]) == 0
     assert (tmp_path / "export" / PRIOR_FILE).is_file()
     assert main(["sample", "--checkpoint", str(tmp_path / "export"), "--prior", "gmm", "--out", str(tmp_path / "e.png")]) == 0
+
+
+def test_sample_refuses_a_prior_fitted_for_other_weights_or_another_step(trained_vaegan_run, tmp_path, capsys):
+    """The prior file is the run's: one fitted for the EMA does not serve --no-ema, and one fitted
+    before training went on does not serve the new step; both say which and how to fit it again."""
+    import shutil
+
+    from vaegan.cli import main
+    from vaegan.files import read_safetensors, write_safetensors
+    from vaegan.storage.prior import PRIOR_FILE
+
+    run = shutil.copytree(trained_vaegan_run, tmp_path / "run")
+    sample = lambda *flags: main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--n", "4",
+                                  "--out", str(tmp_path / "s.png"), *flags])
+    assert main(["fit-prior", "--checkpoint", str(run), "--components", "2", "--num-images", "200"]) == 0
+    capsys.readouterr()
+    assert sample() == 0
+    assert sample("--no-ema") == 2
+    err = capsys.readouterr().err
+    assert "(ema weights)" in err and "(raw weights)" in err and f"fit-prior --checkpoint {run} --no-ema" in err
+    assert main(["fit-prior", "--checkpoint", str(run), "--components", "2", "--num-images", "200", "--no-ema"]) == 0
+    assert sample("--no-ema") == 0
+    assert sample() == 2 and "(raw weights), but" in capsys.readouterr().err
+
+    tensors, meta = read_safetensors(run / PRIOR_FILE)  # as if training had gone on after the fit
+    write_safetensors(run / PRIOR_FILE, tensors, {**meta, "step": str(int(meta["step"]) - 10)})
+    assert sample("--no-ema") == 2
+    assert f"fitted for step {int(meta['step']) - 10} (raw weights), but {run} gives step {meta['step']}" in \
+        capsys.readouterr().err

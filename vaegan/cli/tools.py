@@ -30,8 +30,9 @@ def cmd_fit_prior(args: argparse.Namespace) -> int:
     if args.components < 1 or (args.num_images is not None and args.num_images < args.components):
         raise InputError(f"--components must be >= 1 and --num-images >= --components, got {args.components}, "
                          f"{args.num_images}")
-    path = fit_prior(args.checkpoint, args.components, args.num_images, args.seed)
-    print(f"wrote {path}; sample from it with: vaegan sample --checkpoint {args.checkpoint} --prior gmm --out OUT.png")
+    path = fit_prior(args.checkpoint, args.components, args.num_images, args.seed, use_ema=not args.no_ema)
+    flag = " --no-ema" if args.no_ema else ""
+    print(f"wrote {path}; sample from it with: vaegan sample --checkpoint {args.checkpoint}{flag} --prior gmm --out OUT.png")
     return 0
 
 
@@ -178,6 +179,7 @@ def _register_generation(sub) -> None:
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="fit it for the raw weights (for vaegan sample --no-ema)")
     p.set_defaults(func=cmd_fit_prior)
 
     p = sub.add_parser("reconstruct", help="reconstruct images through the posterior mean")

@@ -63,6 +63,11 @@ class GaussianMixture:
     @classmethod
     def load(cls, path: str | Path) -> "GaussianMixture":
         tensors, _ = read_safetensors(path, "a latent prior that 'vaegan fit-prior' writes")
+        return cls.from_tensors(tensors, path)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, path: str | Path) -> "GaussianMixture":
+        """The mixture in ``tensors`` (read from ``path``, which errors name)."""
         missing = {"weights", "means", "scale_tril"} - set(tensors)
         if missing:
             raise InputError(f"{path}: missing tensors {sorted(missing)} (expected weights, means, scale_tril)")

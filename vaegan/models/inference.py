@@ -42,7 +42,7 @@ def decode_latents(model: VAE, z: torch.Tensor, batch_size: int = BATCH_SIZE, fr
 def sample(model, n: int, seed: int = 0, batch_size: int = BATCH_SIZE, prior=None) -> torch.Tensor:
     """n prior samples as uint8 (n, 3, R, R); the same seed gives the same images.
 
-    prior: None for N(0, I), or a fitted ``latent_prior.GaussianMixture`` to draw latents from."""
+    prior: None for N(0, I), or a fitted ``vaegan.models.gmm.GaussianMixture`` (``vaegan.load_prior``) to draw latents from."""
     gen = torch.Generator().manual_seed(seed)
     z = prior.sample(n, gen) if prior is not None else torch.randn(n, model.latent_dim, generator=gen)
     return decode_latents(model, z, batch_size, from_prior=prior is None)

@@ -27,7 +27,7 @@ from vaegan.storage.card import (CARD_FILE, METRICS_FILE, NUM_RECON, NUM_SAMPLES
                                  SAMPLE_SEED, SAMPLES_FILE, describe_failure, find_metrics, model_card, read_metrics)
 from vaegan.storage.configs import EXPORT_FORMAT, export_config
 from vaegan.storage.pretrained import CONFIG_FILE, WEIGHTS_FILE, load_pretrained, strip_wrappers
-from vaegan.storage.prior import PRIOR_FILE, prior_path
+from vaegan.storage.prior import PRIOR_FILE, fitted_for, prior_path
 
 ENCODER_ONNX, DECODER_ONNX, PRIOR_DECODER_ONNX = "encoder.onnx", "decoder.onnx", "prior_decoder.onnx"
 ONNX_OPSET = 17
@@ -81,7 +81,7 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
     prior = prior_path(checkpoint)
     if prior.is_file() and prior != out / PRIOR_FILE:  # the fitted latent prior travels with its weights
         tensors, meta = read_safetensors(prior)
-        if (meta.get("step"), meta.get("weights")) == (str(info["step"] or ""), info["weights"]):
+        if {k: meta.get(k) for k in ("step", "weights")} == fitted_for(info):
             write_safetensors(out / PRIOR_FILE, tensors, meta)
         else:
             warnings.warn(f"{prior} was fitted for step {meta.get('step')} ({meta.get('weights')} weights), not the "

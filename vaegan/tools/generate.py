@@ -96,8 +96,8 @@ def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int =
     if prior not in ("normal", "gmm"):
         raise InputError(f"--prior must be normal or gmm, got {prior!r}")
     out = check_output_folder(out) if individual else check_output_file(out, image=True)
-    model = load_pretrained(checkpoint, use_ema=use_ema).vae
-    mixture = load_prior(checkpoint, model.latent_dim) if prior == "gmm" else None
+    model, _, _, info = load_pretrained(checkpoint, use_ema=use_ema)
+    mixture = load_prior(checkpoint, model.latent_dim, info) if prior == "gmm" else None
     images = sample(model, n, seed, prior=mixture)
     if not individual:
         save_grid(images, out, nrow=max(1, int(n ** 0.5)))
