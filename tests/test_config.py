@@ -141,12 +141,21 @@ def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
     ("train.seed=-1", ">= 0"), ("data.seed=-3", ">= 0"), ("data.num_images=0", "> 0"), ("data.crop=-1", ">= 0"),
     ("data.crop_top=-2", ">= -1"), ("model.enc_fc=0", "> 0"), ("loss.kl_warmup_steps=-1", ">= 0"),
     ("loss.adaptive_weight_max=0", "> 0"), ("loss.feature_layers=0", "> 0"), ("loss.mmd_weight=-1", ">= 0"), ("loss.agg_kl_weight=-1", ">= 0"),
+    ("loss.prior_adv_weight=-1", ">= 0"),
     ("optim.lr_warmup_steps=-1", ">= 0"), ("optim.lr_final=1.5", r"in \[0, 1\]"), ("optim.lr_final=-0.1", r"in \[0, 1\]"),
 ])
 def test_numbers_out_of_range_name_the_key(override, rule):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=f"'{key}': must be {rule}"):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("sources", ["recon", "prior"])
+def test_prior_adv_weight_needs_both_fake_sources(sources):
+    assert load_config(None, ["loss.prior_adv_weight=3"]).loss.prior_adv_weight == 3.0
+    assert load_config(None, [f"loss.fake_sources={sources}"]).loss.prior_adv_weight == 1.0
+    with pytest.raises(ConfigError, match=f"'loss.prior_adv_weight'.*fake_sources=both, got '{sources}'"):
+        load_config(None, [f"loss.fake_sources={sources}", "loss.prior_adv_weight=3"])
 
 
 @pytest.mark.parametrize("resolution, most", [(32, 2), (64, 3), (128, 4)])

@@ -480,8 +480,9 @@ def test_card_names_the_latent_terms_a_run_trained_with():
 
     cfg = load_config(None, ["model.kind=vaegan"])
     off = dict(_loss_rows(cfg, cfg.to_dict()["loss"]))
-    assert not any("MMD" in k or "aggregate" in k for k in off)
-    on = load_config(None, ["model.kind=vaegan", "loss.mmd_weight=30", "loss.agg_kl_weight=2"])
+    assert not any("MMD" in k or "aggregate" in k or "prior samples" in k for k in off)
+    on = load_config(None, ["model.kind=vaegan", "loss.mmd_weight=30", "loss.agg_kl_weight=2", "loss.prior_adv_weight=3"])
     rows = dict(_loss_rows(on, on.to_dict()["loss"]))
+    assert rows["adversarial weight of prior samples"] == "3.0 x reconstructions'"
     assert rows["MMD of the codes against N(0, I)"] == "weight 30.0"
     assert rows["aggregate posterior's KL to N(0, I)"] == "weight 2.0"

@@ -41,6 +41,10 @@ def _expected(tr, nets, x, noise):
     n = lc.feature_layers
     feat = losses.feature_loss(fwd.features_rec[-n:], fwd.features_real[-n:])
     gan = losses.g_loss(fwd.logits_fake, lc.adversarial)
+    if lc.fake_sources == "both":  # the mean over both halves, the prior samples' weighed by prior_adv_weight
+        rec_logits, prior_logits = fwd.logits_fake.chunk(2)
+        gan = (losses.g_loss(rec_logits, lc.adversarial)
+               + lc.prior_adv_weight * losses.g_loss(prior_logits, lc.adversarial)) / 2
     dis = losses.d_loss(fwd.logits_real, fwd.logits_fake, lc.adversarial)
     params = {k: list(v.parameters()) for k, v in nets.items()}
     return {
@@ -51,11 +55,12 @@ def _expected(tr, nets, x, noise):
     }
 
 
-@pytest.mark.parametrize("sources,layers,mmd,agg_kl", [("both", 1, 0, 0), ("recon", 1, 0, 0), ("prior", 1, 0, 0),
-                                                       ("both", 2, 0, 0), ("both", 1, 50, 0), ("both", 1, 0, 50)])
-def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers, mmd, agg_kl):
+@pytest.mark.parametrize("sources,layers,mmd,agg_kl,prior_adv", [
+    ("both", 1, 0, 0, 1), ("recon", 1, 0, 0, 1), ("prior", 1, 0, 0, 1), ("both", 2, 0, 0, 1), ("both", 1, 50, 0, 1),
+    ("both", 1, 0, 50, 1), ("both", 1, 0, 0, 4)])
+def test_each_network_gets_exactly_its_own_gradient(tmp_path, sources, layers, mmd, agg_kl, prior_adv):
     tr = _trainer(tmp_path, f"loss.fake_sources={sources}", f"loss.feature_layers={layers}", f"loss.mmd_weight={mmd}",
-                  f"loss.agg_kl_weight={agg_kl}")
+                  f"loss.agg_kl_weight={agg_kl}", f"loss.prior_adv_weight={prior_adv}")
     x = _batch(tr)
     nets = {k: copy.deepcopy(v) for k, v in tr.nets.items()}  # same weights and BN state
     result = tr.update(x, tr.noise, tr.step, sync=False)  # gradients, no optimizer step

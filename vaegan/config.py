@@ -68,6 +68,7 @@ class LossConfig:
     r1_every_steps: int = 16  # lazy R1: applied every this many steps, scaled up to match
     dis_augment: str = ""  # differentiable augmentation of what the discriminator reads: comma list of color, translation, cutout
     adv_weight: float = 1.0  # the decoder's adversarial weight (a multiplier on the adaptive one)
+    prior_adv_weight: float = 1.0  # fake_sources=both: the decoder's adversarial gradient at prior samples is multiplied by this (after the adaptive weight)
     adaptive_weight: bool = False  # scale the GAN term by the ratio of last-layer grad norms
     adaptive_weight_max: float = 1e4
     adv_start_step: int = 0  # the decoder gets no adversarial term before this step (the discriminator trains from step 0)
@@ -252,7 +253,7 @@ POSITIVE = (  # > 0
 )
 NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_checkpoints it keeps all
     "data.crop", "data.seed", "model.dis_width",
-    "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.adv_start_step",
+    "loss.beta", "loss.gamma", "loss.pixel_weight", "loss.r1_gamma", "loss.adv_weight", "loss.prior_adv_weight", "loss.adv_start_step",
     "loss.warm_start_steps", "loss.kl_warmup_steps", "loss.equilibrium_target", "loss.equilibrium_margin",
     "loss.mmd_weight", "loss.agg_kl_weight",
     "optim.lr_dis", "optim.lr_warmup_steps", "optim.weight_decay", "optim.grad_clip",
@@ -290,6 +291,10 @@ def validate(cfg: Config) -> None:
     if bad_aug:
         raise ConfigError(f"config key 'loss.dis_augment': unknown {sorted(bad_aug)}; "
                           f"give a comma list of {', '.join(DIS_AUGMENT_KINDS)}")
+    if cfg.loss.prior_adv_weight != 1.0 and cfg.loss.fake_sources != "both":
+        raise ConfigError(f"config key 'loss.prior_adv_weight': weighs prior samples against reconstructions in the "
+                          f"decoder's adversarial term, so it needs loss.fake_sources=both, got "
+                          f"{cfg.loss.fake_sources!r} (with prior alone, loss.adv_weight scales it)")
     stages = LEVELS.get(cfg.data.resolution, 0)  # the discriminator's stride-2 convs
     if cfg.loss.feature_layers > stages > 0:
         raise ConfigError(f"config key 'loss.feature_layers': at most {stages} at "

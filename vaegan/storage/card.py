@@ -315,6 +315,8 @@ def _loss_rows(cfg: Config, loss: dict) -> list[tuple[str, str]]:
         " x adaptive" if loss.get("adaptive_weight") else "")
     rows += [("reconstruction loss", rec), ("gamma (decoder's weight on rec)", str(loss.get("gamma"))),
              ("adversarial loss", adv), ("discriminator's fakes", str(loss.get("fake_sources")))]
+    if loss.get("prior_adv_weight", 1.0) != 1.0:
+        rows.append(("adversarial weight of prior samples", f"{loss['prior_adv_weight']} x reconstructions'"))
     if loss.get("warm_start_steps"):
         rows.append(("VAE warm start", f"first {loss['warm_start_steps']} steps as the plain VAE"))
     if loss.get("adv_start_step"):

@@ -327,7 +327,8 @@ class Update:
 
     def generator_backward(self, fwd: Forward, logs: dict[str, torch.Tensor], kl_w: float, adv_on: bool,
                            gan_grads_at_fakes: list[torch.Tensor] | None) -> torch.Tensor:
-        """Decoder: gamma * rec + w_adv * GAN; encoder: beta * KL (+ the weighted MMD and aggregate-KL terms) + rec
+        """Decoder: gamma * rec + w_adv * GAN (its prior samples' part times loss.prior_adv_weight);
+        encoder: beta * KL (+ the weighted MMD and aggregate-KL terms) + rec
         (rec: Dis_l + pixel term).
 
         Both are chained from the losses' (scaled) gradients at the fakes the discriminator read.
@@ -339,7 +340,8 @@ class Update:
             gan_grads = self.grads_at(logs["loss/gan"], fwd.fake_inputs) if adv_on else \
                 [torch.zeros_like(f) for f in fakes]
         w_adv = self.adversarial_weight(fakes, rec_grad, gan_grads, adv_on)
-        decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0], *(w_adv * g for g in gan_grads[1:])]
+        decoder_grads = [lc.gamma * rec_grad + w_adv * gan_grads[0],
+                         *(lc.prior_adv_weight * w_adv * g for g in gan_grads[1:])]
         torch.autograd.backward(fakes, [g.to(f.dtype) for g, f in zip(decoder_grads, fakes)],
                                 inputs=list(self.nets["decoder"].parameters()), retain_graph=True)
         latent = latent_penalty(logs, lc, kl_w)
