@@ -398,6 +398,8 @@ def test_image_metrics_report_grid_peaks_of_samples_and_of_reconstructions_apart
     assert bad_samples["grid_peak_ratio"] > 3 * bad_samples["recon_grid_peak_ratio"]
     assert bad_samples["recon_grid_peak_ratio"] == pytest.approx(1.0)  # reconstructions = the reference
     assert image_metrics(reference, reference, reference)["pixel_fd"] == pytest.approx(0.0, abs=1e-6)
+    one = image_metrics(reference[:1], reference[:1], reference[:1])  # train.eval_num_images=1 must not fail
+    assert "pixel_fd" not in one and one["recon_grid_peak_ratio"] == pytest.approx(1.0)
 
 
 def test_pixel_fd_is_zero_for_identical_sets_and_grows_with_a_colour_shift():

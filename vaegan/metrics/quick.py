@@ -32,7 +32,7 @@ def image_metrics(samples: torch.Tensor, reconstructions: torch.Tensor, referenc
     uint8 (K, 3, R, R). SWD compares the first min(N, K) of each set (it needs equal counts).
     Returns SWDx1e3_<res> per level and SWDx1e3_avg, hf_generated, hf_reference, hf_ratio
     (samples), grid_peak_generated, grid_peak_reference, grid_peak_ratio (samples), pixel_fd
-    (samples), recon_hf_ratio, recon_grid_peak_ratio, psnr (dB), ssim. Sharpness counts speckle
+    (samples; from two images per set on), recon_hf_ratio, recon_grid_peak_ratio, psnr (dB), ssim. Sharpness counts speckle
     as detail; the grid-peak ratio (1 = as real) does not, so the two are reported together
     (:mod:`vaegan.metrics.artifacts`).
     """
@@ -40,7 +40,8 @@ def image_metrics(samples: torch.Tensor, reconstructions: torch.Tensor, referenc
     out = compute_swd(samples[:n], reference[:n], seed=seed)
     out.update(compute_sharpness(samples, reference))
     out.update(grid_peak_ratio(samples, reference))
-    out["pixel_fd"] = pixel_fd(samples, reference)
+    if n >= 2:  # a Gaussian fit needs two images per set
+        out["pixel_fd"] = pixel_fd(samples, reference)
     out["recon_hf_ratio"] = compute_sharpness(reconstructions, reference)["hf_ratio"]
     out["recon_grid_peak_ratio"] = grid_peak_ratio(reconstructions, reference)["grid_peak_ratio"]
     out.update(compute_recon_metrics(reconstructions, reference[: len(reconstructions)]))
