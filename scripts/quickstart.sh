@@ -22,6 +22,7 @@ cat <<MSG
 [quickstart] done in $(( $(date +%s) - start )) s. Outputs:
   runs:        $OUT/quickstart_vae  $OUT/quickstart_vaegan  (checkpoints/, samples/, log.jsonl, tb/)
   samples:     $OUT/quickstart_vaegan/samples/final-prior.png   (VAE: $OUT/quickstart_vae/samples/final-prior.png)
+               latents from N(0, I); final-mixture.png: from the mixture fitted to the training codes (vaegan sample's default)
   summary:     $OUT/summary/report.md
   tensorboard: .venv/bin/tensorboard --logdir $OUT
 MSG

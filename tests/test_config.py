@@ -141,7 +141,7 @@ def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
     ("train.seed=-1", ">= 0"), ("data.seed=-3", ">= 0"), ("data.num_images=0", "> 0"), ("data.crop=-1", ">= 0"),
     ("data.crop_top=-2", ">= -1"), ("model.enc_fc=0", "> 0"), ("loss.kl_warmup_steps=-1", ">= 0"),
     ("loss.adaptive_weight_max=0", "> 0"), ("loss.feature_layers=0", "> 0"), ("loss.mmd_weight=-1", ">= 0"), ("loss.agg_kl_weight=-1", ">= 0"),
-    ("loss.prior_adv_weight=-1", ">= 0"),
+    ("loss.prior_adv_weight=-1", ">= 0"), ("train.prior_components=-1", ">= 0"), ("train.prior_images=0", "> 0"),
     ("optim.lr_warmup_steps=-1", ">= 0"), ("optim.lr_final=1.5", r"in \[0, 1\]"), ("optim.lr_final=-0.1", r"in \[0, 1\]"),
 ])
 def test_numbers_out_of_range_name_the_key(override, rule):

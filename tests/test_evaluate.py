@@ -241,3 +241,32 @@ def test_summarize_prints_one_line_per_run_and_writes_the_report(trained_vae_run
         assert "fid" not in m
     assert record["protocol"]["num_samples"] == 32 and (out / "report.md").is_file()
 
+
+
+def test_prior_gmm_evaluates_each_run_on_latents_from_its_fitted_mixture(trained_vae_run, trained_vaegan_run,
+                                                                         tmp_path, capsys):
+    """`--prior gmm` (summarize, compare, fid): each run's samples are drawn from its own mixture, the
+    record and the report say so; a run without a mixture for its weights fails before any work."""
+    import shutil
+
+    from vaegan.storage.prior import PRIOR_FILE, load_prior
+
+    out = tmp_path / "summary"
+    runs = [str(trained_vae_run), str(trained_vaegan_run)]
+    assert main(["summarize", "--runs", *runs, "--num-images", "32", "--prior", "gmm", "--out", str(out)]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["protocol"]["prior"] == "gmm"
+    assert "latents from the run's Gaussian mixture fitted to its training codes, seed 0" in \
+        (out / "report.md").read_text()
+    grid = 4 * (32 + 2) + 2  # make_grid of 32 images at 32 px: 8 per row, 4 rows
+    panel = read_png(out / "samples.png")[:, LABEL_PX:LABEL_PX + grid, 8 * (32 + 2) + 2 + 8:]
+    model, _, _, info = load_pretrained(trained_vaegan_run)
+    assert torch.equal(panel, make_grid(sample(model, 32, seed=0, prior=load_prior(trained_vaegan_run, 32, info))))
+    assert not torch.equal(panel, make_grid(sample(model, 32, seed=0)))
+
+    bare = shutil.copytree(trained_vae_run, tmp_path / "bare")
+    (bare / PRIOR_FILE).unlink()
+    capsys.readouterr()
+    assert main(["summarize", "--runs", str(bare), runs[1], "--num-images", "32", "--prior", "gmm"]) == 2
+    err = capsys.readouterr().err
+    assert f"no fitted latent prior at {bare / PRIOR_FILE}" in err and "vaegan fit-prior" in err

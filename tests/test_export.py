@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -272,11 +273,24 @@ def test_cli_export_then_sample_from_it(trained_vaegan_run, tmp_path):
     out = tmp_path / "exp"
     assert main(["export", "--checkpoint", str(trained_vaegan_run), "--out", str(out), "--with-discriminator"]) == 0
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md", "samples.png",
-                                              "reconstructions.png"}
+                                              "reconstructions.png", "latent_prior.safetensors"}  # training fitted it
     assert any(k.startswith("discriminator.") for k in load_file(out / "model.safetensors"))
     assert main(["sample", "--checkpoint", str(out), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["sample", "--checkpoint", str(trained_vaegan_run), "--n", "4", "--out", str(tmp_path / "r.png")]) == 0
     assert (tmp_path / "s.png").read_bytes() == (tmp_path / "r.png").read_bytes()
+    # The card's samples are what `vaegan sample` draws: from the exported mixture, and it says so.
+    assert main(["sample", "--checkpoint", str(out), "--n", "64", "--out", str(tmp_path / "64.png")]) == 0
+    assert (tmp_path / "64.png").read_bytes() == (out / "samples.png").read_bytes()
+    card = (out / "README.md").read_text()
+    assert "drawn from the Gaussian mixture fitted to the training codes" in card and "vaegan.load_prior(" in card
+    run = shutil.copytree(trained_vaegan_run, tmp_path / "run")
+    (run / "latent_prior.safetensors").unlink()  # a later export of a model without one: no stale prior left
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    assert not (out / "latent_prior.safetensors").exists()
+    assert "drawn from N(0, I)" in (out / "README.md").read_text()
+    assert main(["sample", "--checkpoint", str(out), "--n", "64", "--out", str(tmp_path / "64.png"),
+                 "--prior", "normal"]) == 0
+    assert (tmp_path / "64.png").read_bytes() == (out / "samples.png").read_bytes()
 
 
 def test_cli_reports_a_corrupt_export(exported, tmp_path, capsys):
@@ -318,9 +332,15 @@ def test_export_folder_is_a_hub_model_repo_with_card_and_grids(trained_vaegan_ru
                 "| resolution | 32x32 |", "| weights | EMA of the training weights |"):
         assert row in body, row
     assert "Not evaluated" in body and "(and the discriminator)" in body
-    # The three-line loading example, the grids beside the card.
-    example = body.split("```python\n", 1)[1].split("```", 1)[0].strip().splitlines()
-    assert len(example) == 3 and 'vaegan.load_pretrained("hf://OWNER/NAME")' in example[1]
+    # The loading example (its samples from the exported prior, as the grid's), the grids beside the card.
+    example = body.split("```python\n", 1)[1].split("```", 1)[0].strip()
+    lines = example.splitlines()
+    assert len(lines) == 4 and 'vaegan.load_pretrained("hf://OWNER/NAME")' in lines[1]
+    assert 'vaegan.load_prior("hf://OWNER/NAME", vae.latent_dim, info)' in lines[2]
+    run = {}
+    exec(example.replace("hf://OWNER/NAME", str(exported)), run)  # as written, with this folder for the repo
+    assert torch.equal(run["images"], vaegan.sample(run["vae"], 16, seed=0, prior=run["prior"]))
+    assert run["prior"].means.shape[1] == 32
     assert "![prior samples](samples.png)" in body and "![reconstructions](reconstructions.png)" in body
     with Image.open(exported / "samples.png") as im:
         assert im.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 samples of 32 px, 8 per row, 2 px gaps
@@ -334,9 +354,10 @@ def test_export_grids_are_the_models_samples_and_test_reconstructions(exported):
     from vaegan.models.inference import reconstruct, sample
     from PIL import Image
 
-    vae, cfg, _, _ = load_pretrained(exported)
+    vae, cfg, _, info = load_pretrained(exported)
+    mixture = vaegan.load_prior(exported, vae.latent_dim, info)  # training fitted it; the export carries it
     with Image.open(exported / "samples.png") as im:
-        assert torch.equal(pil_to_uint8(im.convert("RGB")), make_grid(sample(vae, 64, seed=0), nrow=8))
+        assert torch.equal(pil_to_uint8(im.convert("RGB")), make_grid(sample(vae, 64, seed=0, prior=mixture), nrow=8))
     test = read_images("split:test", cfg, limit=32).images
     pairs = torch.stack([test, reconstruct(vae, test)], dim=1).flatten(0, 1)
     with Image.open(exported / "reconstructions.png") as im:

@@ -190,10 +190,12 @@ def test_output_paths_stay_inside_and_apart(tmp_path):
 
 def test_sample_individual_says_what_it_replaced(run, tmp_path, capsys):
     out = tmp_path / "samples"
-    rc, stdout, _ = cli(capsys, "sample", "--checkpoint", run, "--n", 2, "--individual", "--out", out)
-    assert rc == 0 and stdout.splitlines() == [f"wrote 2 samples to {out}"]
-    rc, stdout, _ = cli(capsys, "sample", "--checkpoint", run, "--n", 3, "--individual", "--out", out)
-    assert rc == 0 and stdout.splitlines() == [
+    rc, stdout, _ = cli(capsys, "sample", "--checkpoint", run, "--n", 2, "--individual", "--out", out,
+                        "--prior", "normal")
+    assert rc == 0 and stdout.splitlines() == ["latents from N(0, I)", f"wrote 2 samples to {out}"]
+    rc, stdout, _ = cli(capsys, "sample", "--checkpoint", run, "--n", 3, "--individual", "--out", out,
+                        "--prior", "normal")
+    assert rc == 0 and stdout.splitlines() == ["latents from N(0, I)",
         f"wrote 3 samples to {out}", f"replaced 2 existing file(s) in {out}: sample-00000.png, sample-00001.png"]
 
 

@@ -47,38 +47,58 @@ def test_too_few_latents_is_a_clear_error():
         fit_gmm(torch.randn(3, 4), components=10)
 
 
-def test_cli_fit_prior_then_sample_from_it_and_export_it(trained_vae_run, tmp_path, capsys):
+def test_training_fits_the_prior_that_sample_uses_by_default(trained_vae_run, tmp_path, capsys):
+    """The run's end fits a mixture to the training codes for its final weights; ``vaegan sample``
+    draws from it by default (the same images as --prior gmm, not N(0, I)'s) and from N(0, I),
+    saying so, when there is none; fit-prior fits one again; an export carries it."""
     import shutil
 
     from vaegan.cli import main
-    from vaegan.images import load_image
+    from vaegan.files import read_safetensors
     from vaegan.storage.prior import PRIOR_FILE, load_prior
     from vaegan.storage.pretrained import load_pretrained
 
     run = shutil.copytree(trained_vae_run, tmp_path / "run")
-    assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--out", str(tmp_path / "x.png")]) == 2
-    assert "vaegan fit-prior --checkpoint" in capsys.readouterr().err
-    assert main(["fit-prior", "--checkpoint", str(run), "--components", "3", "--num-images", "400"]) == 0
-    vae = load_pretrained(run).vae
-    mixture = load_prior(run, vae.latent_dim)
-    assert mixture.means.shape == (3, vae.latent_dim)
+    vae, cfg, _, info = load_pretrained(run)
+    _, meta = read_safetensors(run / PRIOR_FILE)
+    assert (meta["step"], meta["weights"], meta["components"]) == (str(info["step"]), "raw", "10")
+    assert meta["images"] == str(cfg.data.num_images)
+    assert (run / "samples" / "final-mixture.png").stat().st_size > 0
+    mixture = load_prior(run, vae.latent_dim, info)
     # The mixture sits where the training codes are, which is not where N(0, I) puts its mass.
     from vaegan.data import build_dataset
     from vaegan.models.inference import encode_images
-    from vaegan.storage.configs import read_run_config
 
-    dataset = build_dataset(read_run_config(run).data, split="train")
+    dataset = build_dataset(cfg.data, split="train")
     codes = encode_images(vae, torch.stack([dataset[i] for i in range(400)])).mean.double()
     assert mixture.log_prob(codes).mean() > mixture.log_prob(torch.randn(400, vae.latent_dim)).mean()
-    torch.testing.assert_close((mixture.weights[:, None] * mixture.means).sum(0), codes.mean(0), atol=1e-3, rtol=0)
 
-    assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--n", "16", "--out", str(tmp_path / "g.png")]) == 0
-    assert main(["sample", "--checkpoint", str(run), "--n", "16", "--out", str(tmp_path / "n.png")]) == 0
-    assert load_image(tmp_path / "g.png").size == load_image(tmp_path / "n.png").size
-    assert load_image(tmp_path / "g.png").tobytes() != load_image(tmp_path / "n.png").tobytes()
+    def sample(name, *flags):
+        assert main(["sample", "--checkpoint", str(run), "--n", "16", "--out", str(tmp_path / name), *flags]) == 0
+        return (tmp_path / name).read_bytes(), capsys.readouterr().out
+
+    default, said = sample("a.png")
+    assert "latents from the Gaussian mixture" in said and str(run / PRIOR_FILE) in said
+    assert default == sample("g.png", "--prior", "gmm")[0]
+    normal, said = sample("n.png", "--prior", "normal")
+    assert normal != default and "latents from N(0, I)" in said
+
+    (run / PRIOR_FILE).unlink()
+    assert main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--out", str(tmp_path / "x.png")]) == 2
+    assert "vaegan fit-prior --checkpoint" in capsys.readouterr().err
+    fallback, said = sample("f.png")
+    assert fallback == normal and f"no fitted latent prior at {run / PRIOR_FILE}" in said
+
+    assert main(["fit-prior", "--checkpoint", str(run), "--components", "3", "--num-images", "400"]) == 0
+    mixture = load_prior(run, vae.latent_dim, info)
+    assert mixture.means.shape == (3, vae.latent_dim)
+    torch.testing.assert_close((mixture.weights[:, None] * mixture.means).sum(0), codes.mean(0), atol=1e-3, rtol=0)
+    assert sample("b.png")[0] not in (default, normal)
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "export")]) == 0
-    assert (tmp_path / "export" / PRIOR_FILE).is_file()
-    assert main(["sample", "--checkpoint", str(tmp_path / "export"), "--prior", "gmm", "--out", str(tmp_path / "e.png")]) == 0
+    (exported, exported_meta), (fitted, fitted_meta) = (read_safetensors(p / PRIOR_FILE) for p in (tmp_path / "export", run))
+    assert exported_meta == fitted_meta and all(torch.equal(exported[k], fitted[k]) for k in fitted)
+    assert main(["sample", "--checkpoint", str(tmp_path / "export"), "--out", str(tmp_path / "e.png")]) == 0
+    assert "latents from the Gaussian mixture" in capsys.readouterr().out
 
 
 def test_sample_refuses_a_prior_fitted_for_other_weights_or_another_step(trained_vaegan_run, tmp_path, capsys):
@@ -91,6 +111,7 @@ def test_sample_refuses_a_prior_fitted_for_other_weights_or_another_step(trained
     from vaegan.storage.prior import PRIOR_FILE
 
     run = shutil.copytree(trained_vaegan_run, tmp_path / "run")
+    assert read_safetensors(run / PRIOR_FILE)[1]["weights"] == "ema"  # what training fitted it for
     sample = lambda *flags: main(["sample", "--checkpoint", str(run), "--prior", "gmm", "--n", "4",
                                   "--out", str(tmp_path / "s.png"), *flags])
     assert main(["fit-prior", "--checkpoint", str(run), "--components", "2", "--num-images", "200"]) == 0
@@ -108,3 +129,11 @@ def test_sample_refuses_a_prior_fitted_for_other_weights_or_another_step(trained
     assert sample("--no-ema") == 2
     assert f"fitted for step {int(meta['step']) - 10} (raw weights), but {run} gives step {meta['step']}" in \
         capsys.readouterr().err
+    # Without --prior gmm the stale prior is passed over for N(0, I), and the line says why.
+    auto = lambda name, *flags: main(["sample", "--checkpoint", str(run), "--n", "4", "--no-ema",
+                                      "--out", str(tmp_path / name), *flags])
+    assert auto("auto.png") == 0
+    said = capsys.readouterr().out
+    assert "latents from N(0, I), not the fitted prior" in said and f"fitted for step {int(meta['step']) - 10}" in said
+    assert auto("normal.png", "--prior", "normal") == 0
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "normal.png").read_bytes()

@@ -134,3 +134,40 @@ def test_readme_samples_faces_with_onnxruntime_and_numpy_only(tmp_path):
 
     with Image.open(tmp_path / "faces.png") as im:
         assert im.size == (4 * 32, 4 * 32) and im.mode == "RGB"
+
+
+def test_readme_samples_the_fitted_prior_with_numpy_and_onnxruntime_only(tmp_path):
+    """The README's mixture example, run as written without torch: its latents follow the mixture
+    (component by weight, then mean + scale_tril @ eps; a transposed factor or a wrong component
+    shows) and decode as vaegan decodes mixture latents (the decoder's statistics of codes)."""
+    from vaegan.models.gmm import GaussianMixture
+    from vaegan.models.inference import decode_latents
+
+    text = README.read_text()
+    block = re.search(r"```python\n(# Sample faces from the fitted latent prior.*?)```", text, re.S)
+    assert block, "README.md lost its fitted-prior onnxruntime example"
+    code = block.group(1)
+    assert "import torch" not in code and "vaegan" not in code
+    folder = export_model(_random_source(tmp_path / "src"), tmp_path / "exports" / "faces", onnx=True)
+    d = json.loads((folder / "config.json").read_text())["model"]["latent_dim"]
+    means = torch.zeros(2, d, dtype=torch.float64)
+    means[0, 0], means[1, 0] = 5.0, -5.0
+    tril = 0.01 * torch.eye(d, dtype=torch.float64).expand(2, d, d).clone()
+    tril[:, 1, 0] = 3.0  # z[1] - mean[1] = 300 (z[0] - mean[0]) + small; transposed it would not be
+    GaussianMixture(torch.tensor([0.5, 0.5], dtype=torch.float64), means, tril).save(folder / "latent_prior.safetensors")
+    script = "import sys\nsys.modules['torch'] = None  # no torch in this process\n" + code + "\nnp.save('z.npy', z)\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    z = torch.from_numpy(np.load(tmp_path / "z.npy")).double()
+    k = (z[:, 0] < 0).long()
+    assert 0 < k.sum() < 16  # both components drawn
+    offset = z - means[k]
+    torch.testing.assert_close(offset[:, 1], 300 * offset[:, 0], atol=0.1, rtol=0)
+    assert offset[:, 2:].abs().max() < 0.1
+    from PIL import Image
+
+    with Image.open(tmp_path / "faces.png") as im:
+        faces = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+    vae = load_pretrained(folder).vae
+    want = torch.cat(list(decode_latents(vae, z.float())), dim=2)  # (3, R, 16 R): the row of 16
+    assert faces.shape == want.shape and (faces.int() - want.int()).abs().max() <= 1

@@ -26,8 +26,10 @@ def test_cli_train_writes_run_folder_then_sample(tmp_path, capsys):
         assert all(key in line for line in lines), key
     assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == ["step-00000004"]  # keep 1
     assert (run / "checkpoints" / "latest").read_text().strip() == "step-00000004"
-    for name in ("step-00000002-prior.png", "step-00000002-recon.png", "final-prior.png", "final-recon.png"):
+    for name in ("step-00000002-prior.png", "step-00000002-recon.png", "final-prior.png", "final-recon.png",
+                 "final-mixture.png"):
         assert (run / "samples" / name).stat().st_size > 0
+    assert (run / "latent_prior.safetensors").is_file()  # fitted at the end (train.prior_components=10)
     assert not list((run / "tb").rglob("events.out.tfevents.*"))  # tensorboard off in TINY
 
     out = tmp_path / "grid.png"
@@ -41,6 +43,32 @@ def test_cli_train_writes_run_folder_then_sample(tmp_path, capsys):
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert len((run / "log.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["train.prior_components=0"], None),
+    (["data.num_images=32", "train.prior_components=64"], "no latent prior fitted: 32 training images for "
+                                                          "train.prior_components=64"),
+])
+def test_no_prior_when_off_or_with_too_few_images(tmp_path, capsys, overrides, says):
+    Trainer(tiny_config("train.max_steps=1", *overrides), tmp_path / "run").fit()
+    assert not (tmp_path / "run" / "latent_prior.safetensors").exists()
+    assert not (tmp_path / "run" / "samples" / "final-mixture.png").exists()
+    assert (tmp_path / "run" / "samples" / "final-prior.png").is_file()
+    assert says is None or says in capsys.readouterr().out
+
+
+def test_a_failed_prior_fit_does_not_fail_the_trained_run(tmp_path, capsys, monkeypatch):
+    def singular(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be completed")
+
+    monkeypatch.setattr("vaegan.storage.prior.fit_gmm", singular)
+    result = Trainer(tiny_config("train.max_steps=1"), tmp_path / "run").fit()
+    assert result["step"] == 1 and (tmp_path / "run" / "checkpoints" / "latest").is_file()
+    assert not (tmp_path / "run" / "latent_prior.safetensors").exists()
+    out = capsys.readouterr().out
+    assert "no latent prior fitted (" in out and "linalg.cholesky: The factorization" in out
+    assert "vaegan fit-prior --checkpoint" in out
 
 
 def test_tensorboard_events_written(tmp_path):

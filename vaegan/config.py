@@ -116,6 +116,11 @@ class TrainConfig:
     max_nonfinite_steps: int = 5  # stop after this many consecutive non-finite losses
     eval_every_steps: int = 0  # 0: no periodic evaluation
     eval_num_images: int = 1000
+    # At the end of training: a Gaussian mixture of this many components fitted to the posterior means
+    # of the first prior_images training images, RUN/latent_prior.safetensors (vaegan sample's default
+    # prior while it matches the weights; see vaegan.tools.prior). 0: none.
+    prior_components: int = 10
+    prior_images: int = 10000
     threads: int | str = "auto"  # CPU intra-op threads: auto (usable CPUs, re-tuned under load) or a number
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # experiment trackers: see TRACKERS
     tensorboard: bool = True  # false: leave tensorboard out of train.trackers (the older switch, still honoured)
@@ -249,7 +254,7 @@ POSITIVE = (  # > 0
     "data.num_images", "model.latent_dim", "model.width", "model.enc_fc", "model.dis_fc",
     "loss.adaptive_weight_max", "loss.r1_every_steps", "loss.feature_layers", "optim.lr", "optim.eps",
     "train.batch_size", "train.max_steps", "train.grad_accum_steps", "train.log_every_steps",
-    "train.max_nonfinite_steps", "train.eval_num_images",
+    "train.max_nonfinite_steps", "train.eval_num_images", "train.prior_images",
 )
 NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_checkpoints it keeps all
     "data.crop", "data.seed", "model.dis_width",
@@ -258,7 +263,7 @@ NON_NEGATIVE = (  # >= 0; for the *_every_steps keys 0 means off, for keep_check
     "loss.mmd_weight", "loss.agg_kl_weight",
     "optim.lr_dis", "optim.lr_warmup_steps", "optim.weight_decay", "optim.grad_clip",
     "train.seed", "train.sample_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
-    "train.eval_every_steps",
+    "train.eval_every_steps", "train.prior_components",
 )
 AT_LEAST_MINUS_ONE = ("data.crop_top", "data.crop_left")  # -1: centred
 UNIT_INTERVAL = ("optim.alpha", "optim.beta1", "optim.beta2", "train.ema_decay")  # [0, 1)

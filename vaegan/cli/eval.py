@@ -13,7 +13,7 @@ def _protocol(args: argparse.Namespace):
     from vaegan.evaluation.evaluate import Protocol
 
     return Protocol(num_samples=args.num_samples, num_reference=args.num_reference, seed=args.seed,
-                    batch_size=args.batch_size, device=args.device)
+                    batch_size=args.batch_size, device=args.device, prior=args.prior)
 
 
 def cmd_fid(args: argparse.Namespace) -> int:
@@ -26,7 +26,8 @@ def cmd_fid(args: argparse.Namespace) -> int:
     result = fid(args.checkpoint, _protocol(args), recon=args.recon, ref=args.ref, ref_celeba=args.ref_celeba,
                  ref_split=args.ref_split, extractor=args.extractor, inception_weights=args.inception_weights)
     p = result["protocol"]
-    print(f"{p['num_samples']} samples (seed {p['seed']}) vs {p['num_reference']} images of {p['reference']}; "
+    latents = "the fitted mixture" if p["prior"] == "gmm" else "N(0, I)"
+    print(f"{p['num_samples']} samples (latents from {latents}, seed {p['seed']}) vs {p['num_reference']} images of {p['reference']}; "
           f"features: {p['extractor']}")
     for what in ("samples", "recon"):
         if what in result:
@@ -58,7 +59,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     if args.out:
         check_output_folder(args.out)
     comparison = summarize_runs(args.runs, args.names, num_images=args.num_images, seed=args.seed, device=args.device,
-                                ref=args.ref, ref_celeba=args.ref_celeba, ref_split=args.ref_split)
+                                ref=args.ref, ref_celeba=args.ref_celeba, ref_split=args.ref_split, prior=args.prior)
     if args.out:
         _write_report(comparison, args.out)
     return 0
@@ -79,6 +80,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples' latents")
+    p.add_argument("--prior", choices=("normal", "gmm"), default="normal",
+                   help="latents from N(0, I) (default), or from each model's fitted Gaussian mixture (what "
+                        "vaegan sample draws by default; training fits one at its end, 'vaegan fit-prior' another)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ...")
 
 

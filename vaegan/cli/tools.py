@@ -15,8 +15,9 @@ IMAGES_HELP = "an image file, a folder of images, or split:NAME (a split of the 
 def cmd_sample(args: argparse.Namespace) -> int:
     from vaegan.tools.generate import sample_to_files
 
-    written = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
-                              use_ema=not args.no_ema, prior=args.prior)
+    written, used = sample_to_files(args.checkpoint, args.n, args.out, seed=args.seed, individual=args.individual,
+                                    use_ema=not args.no_ema, prior=args.prior)
+    print(used)
     if args.individual:
         _report_folder(written, args.out, "samples")
     else:
@@ -170,11 +171,14 @@ def _register_generation(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--individual", action="store_true", help="one PNG per sample in the --out folder")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if an EMA exists")
-    p.add_argument("--prior", choices=("normal", "gmm"), default="normal",
-                   help="latents from N(0, I), or from the mixture 'vaegan fit-prior' fitted to the training codes")
+    p.add_argument("--prior", choices=("auto", "normal", "gmm"), default="auto",
+                   help="gmm: latents from the Gaussian mixture fitted to the training codes (training fits one at "
+                        "its end; 'vaegan fit-prior' for another step or --no-ema); normal: from N(0, I); auto "
+                        "(default): the mixture when there is one for these weights, else N(0, I)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training images' codes, for --prior gmm")
+    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training images' codes, for vaegan sample "
+                                        "(training fits one at its end; this one for another step or --no-ema)")
     p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     p.add_argument("--components", type=int, default=10)
     p.add_argument("--num-images", type=int, help="use the first N training images (default: all)")

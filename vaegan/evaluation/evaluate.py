@@ -39,10 +39,12 @@ from vaegan.metrics.features import INCEPTION
 from vaegan.errors import InputError, MissingFileError
 from vaegan.storage.hub import is_hub_source, parse_hub_source
 from vaegan.storage.pretrained import load_pretrained
+from vaegan.storage.prior import choose_prior
 from vaegan.evaluation.report import summary_table
 
 TEST_EXTRACTOR = "vaegan-random-conv"  # weights-free random network for tests; its FID is not comparable
 PREVIEW_IMAGES = 64  # images per panel of the report's grids
+EVAL_PRIORS = ("normal", "gmm")
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class Protocol:
     seed: int = 0
     batch_size: int = 64
     device: str = "cpu"
+    prior: str = "normal"  # latents from N(0, I), or "gmm": from each model's fitted mixture (vaegan sample's default)
 
     def __post_init__(self):
+        if self.prior not in EVAL_PRIORS:
+            raise InputError(f"--prior must be one of {', '.join(EVAL_PRIORS)}, got {self.prior!r}")
         for name in ("num_samples", "num_reference", "batch_size"):
             value = getattr(self, name)
             if value is not None and value < 2:
@@ -179,11 +184,12 @@ def fid(checkpoint: str | Path, protocol: Protocol = Protocol(), *, recon: bool 
     when the Inception weights are unavailable.
     """
     features = feature_extractor(extractor, inception_weights, protocol.device)
-    model, cfg, _, _ = load_pretrained(checkpoint, device=protocol.device)
+    model, cfg, _, info = load_pretrained(checkpoint, device=protocol.device)
+    mixture = _prior(checkpoint, model, info, protocol)
     reference = load_reference(cfg.data, protocol.num_reference or protocol.num_samples, cfg.data.resolution,
                                ref=ref, ref_celeba=ref_celeba, split=ref_split, batch_size=protocol.batch_size)
     out = {"checkpoint": str(checkpoint), "protocol": protocol_record(protocol, reference, features.name)}
-    samples = sample(model, protocol.num_samples, protocol.seed, protocol.batch_size)
+    samples = sample(model, protocol.num_samples, protocol.seed, protocol.batch_size, prior=mixture)
     out["samples"] = feature_metrics(samples, reference.images, features, protocol)
     if recon:
         reconstructions = reconstruct(model, reference.images, protocol.batch_size)
@@ -191,10 +197,17 @@ def fid(checkpoint: str | Path, protocol: Protocol = Protocol(), *, recon: bool 
     return out
 
 
-def evaluate_model(model, reference: Reference, protocol: Protocol,
-                   features: FeatureExtractor | None = None) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """(metrics, sample previews, reconstruction previews) of one model under ``protocol``."""
-    samples = sample(model, protocol.num_samples, protocol.seed, protocol.batch_size)
+def _prior(source, model, info: dict, protocol: Protocol):
+    """The model's fitted mixture when ``protocol.prior`` is "gmm" (an error naming ``vaegan fit-prior``
+    when it has none for these weights), else None: N(0, I)."""
+    return choose_prior(source, model.latent_dim, info, "gmm")[0] if protocol.prior == "gmm" else None
+
+
+def evaluate_model(model, reference: Reference, protocol: Protocol, features: FeatureExtractor | None = None,
+                   mixture=None) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """(metrics, sample previews, reconstruction previews) of one model under ``protocol``; its
+    latents from ``mixture`` (its fitted prior, for ``protocol.prior == "gmm"``), else N(0, I)."""
+    samples = sample(model, protocol.num_samples, protocol.seed, protocol.batch_size, prior=mixture)
     reconstructions = reconstruct(model, reference.images, protocol.batch_size)
     metrics = {}
     if features is not None:
@@ -254,6 +267,7 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
     # Every model is loaded (and so checked: a folder without a checkpoint, weights that do not fit
     # their config, another resolution) before any is evaluated.
     loaded = [load_pretrained(path, device=protocol.device) for path in paths]
+    mixtures = [_prior(path, model.vae, model.info, protocol) for path, model in zip(paths, loaded)]
     first = loaded[0].config.data
     for path, model in zip(paths[1:], loaded[1:]):
         if model.config.data.resolution != first.resolution:
@@ -268,12 +282,12 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
     reference = load_reference(first, protocol.num_reference or protocol.num_samples, first.resolution,
                                ref=ref, ref_celeba=ref_celeba, split=ref_split, batch_size=protocol.batch_size)
     runs = []
-    for i, (path, (model, cfg, _, _)) in enumerate(zip(paths, loaded)):
+    for i, (path, (model, cfg, _, _), mixture) in enumerate(zip(paths, loaded, mixtures)):
         start = time.perf_counter()
         if i and not (ref or ref_celeba) and source_spec(cfg.data, ref_split) != source_spec(first, ref_split):
             log(f"note: {path} was trained on other data than {paths[0]}; both are scored against the "
                 f"reference of {paths[0]}")
-        metrics, samples, reconstructions = evaluate_model(model, reference, protocol, features)
+        metrics, samples, reconstructions = evaluate_model(model, reference, protocol, features, mixture)
         runs.append(RunResult("", str(path), cfg.model.kind, metrics, samples, reconstructions,
                               time.perf_counter() - start))
         log(f"evaluated {path} in {runs[-1].seconds:.1f} s")
@@ -285,14 +299,14 @@ def compare_runs(run_dirs: list[str | Path], names: list[str] | None = None, pro
 
 def summarize_runs(run_dirs: list[str | Path], names: list[str] | None = None, *, num_images: int = 256,
                    seed: int = 0, device: str = "cpu", ref=None, ref_celeba=None, ref_split: str = "test",
-                   file=None) -> Comparison:
+                   file=None, prior: str = "normal") -> Comparison:
     """Print one line per run (sharpness ratio, SWD per pyramid level and average, reconstruction PSNR).
 
     No Inception network: the download-free metrics only, cheap enough for a quick look.
     Returns the ``Comparison`` (see ``compare_runs``); ``vaegan.evaluation.report.write_report`` can write it out.
     """
     file = file or sys.stdout
-    protocol = Protocol(num_samples=num_images, seed=seed, device=device)
+    protocol = Protocol(num_samples=num_images, seed=seed, device=device, prior=prior)
     comparison = compare_runs(run_dirs, names, protocol, ref=ref, ref_celeba=ref_celeba, ref_split=ref_split,
                               with_features=False, log=lambda *a: None)
     print(summary_table(comparison), file=file)

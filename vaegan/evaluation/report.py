@@ -65,10 +65,13 @@ def _table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+LATENTS = {"normal": "N(0, I)", "gmm": "the run's Gaussian mixture fitted to its training codes"}
+
+
 def _protocol_lines(comparison: Comparison) -> list[str]:
     p, record = comparison.protocol, comparison.protocol_record()
     lines = [
-        f"{p.num_samples} prior samples per run (latents from seed {p.seed}).",
+        f"{p.num_samples} prior samples per run (latents from {LATENTS[p.prior]}, seed {p.seed}).",
         f"Reference: {record['reference']}; {record['num_reference']} images at {record['resolution']} px "
         f"(the same subset for every run, sha256 {record['reference_sha256'][:16]}…), "
         f"also the held-out images each run reconstructs (from posterior means).",

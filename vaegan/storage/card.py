@@ -2,7 +2,7 @@
 
 ``vaegan export`` writes, beside ``model.safetensors`` and ``config.json``:
 
-- ``samples.png``: 64 prior samples (latents from N(0, I), seed 0), 8 per row;
+- ``samples.png``: 64 prior samples (latents from the exported fitted prior, else N(0, I); seed 0), 8 per row;
 - ``reconstructions.png``: 32 held-out images of the model's own dataset (``split:test``), each
   beside its reconstruction from the posterior mean; skipped, and the card says why, when the
   dataset cannot be read here;
@@ -169,7 +169,8 @@ def model_card(cfg: Config, provenance: dict, training: dict, files: dict, metri
     provenance: the weights' metadata (step, weights, precision, batch_size, images_seen);
     training: ``{"loss": {...}, "optim": {...}, "train": {...}}`` from the run's config (empty
     when the source does not record it); files: ``{"samples": name, "reconstructions": name or
-    None}``; recon_note: why there is no reconstruction grid; onnx: the ONNX files' description
+    None, "prior": "mixture" (samples.png from the exported prior) or "normal"}``; recon_note: why
+    there is no reconstruction grid; onnx: the ONNX files' description
     (:func:`vaegan.storage.export.export_onnx`) or None; discriminator: the weights include it.
     """
     kind = "VAE-GAN" if cfg.model.kind == "vaegan" else "VAE"
@@ -181,7 +182,10 @@ def model_card(cfg: Config, provenance: dict, training: dict, files: dict, metri
     lines += _what_it_is(cfg, kind, discriminator)
     lines += ["", "## Use", "", "```python", "import vaegan",
               f'vae, config, _, info = vaegan.load_pretrained("hf://{REPO_PLACEHOLDER}")  # or this folder\'s path',
-              f"images = vaegan.sample(vae, 16, seed=0)  # uint8 (16, 3, {res}, {res})", "```", "",
+              *([f'prior = vaegan.load_prior("hf://{REPO_PLACEHOLDER}", vae.latent_dim, info)  # the fitted mixture',
+                 f"images = vaegan.sample(vae, 16, seed=0, prior=prior)  # uint8 (16, 3, {res}, {res}); "
+                 f"prior=None: N(0, I)"] if files.get("prior") == "mixture" else
+                [f"images = vaegan.sample(vae, 16, seed=0)  # uint8 (16, 3, {res}, {res})"]), "```", "",
               f"The same from the command line: `vaegan sample --checkpoint hf://{REPO_PLACEHOLDER} --n 16 --out "
               f"faces.png`. Every vaegan command takes `--checkpoint hf://{REPO_PLACEHOLDER}[@REVISION]` "
               f"(`pip install 'vaegan[hub]'`); loading reads only safetensors and JSON, no pickle.", ""]
@@ -246,9 +250,15 @@ def _what_it_is(cfg: Config, kind: str, discriminator: bool) -> list[str]:
             f"are in `config.json` (`model` and `data`)."]
 
 
+_SAMPLE_PRIORS = {"normal": "N(0, I)",
+                  "mixture": "the Gaussian mixture fitted to the training codes (`latent_prior.safetensors`, as "
+                             "`vaegan sample` draws them; `--prior normal` for N(0, I))"}
+
+
 def _grids(files: dict, recon_note: str | None, cfg: Config) -> list[str]:
     lines = ["## Samples", "", f"![prior samples]({files['samples']})", "",
-             f"{NUM_SAMPLES} decodings of latents drawn from N(0, I) (seed {SAMPLE_SEED}), not cherry-picked.", ""]
+             f"{NUM_SAMPLES} decodings of latents drawn from {_SAMPLE_PRIORS[files.get('prior', 'normal')]} "
+             f"(seed {SAMPLE_SEED}), not cherry-picked.", ""]
     lines += ["## Reconstructions", ""]
     if files.get("reconstructions"):
         held_out = ("held-out images (the test split)" if cfg.data.dataset != "folder" else
@@ -340,7 +350,8 @@ def _evaluation(metrics: Metrics | None) -> list[str]:
     p = metrics.protocol
     lines += ["| metric | of | value | better |", "|---|---|---|---|"]
     lines += [f"| {m.label} | {m.of} | {m.text} | {m.better} |" for m in metrics.values]
-    protocol = [f"{p.get('num_samples')} prior samples (latents from seed {p.get('seed')})",
+    latents = "the fitted mixture, " if p.get("prior") == "gmm" else ""  # older records: N(0, I)
+    protocol = [f"{p.get('num_samples')} prior samples (latents from {latents}seed {p.get('seed')})",
                 f"against {p.get('num_reference')} reference images: {p.get('reference')}"
                 + (f" at {p['resolution']} px" if p.get("resolution") else "")]
     if p.get("extractor"):
@@ -370,7 +381,9 @@ def _onnx(onnx: dict) -> list[str]:
     lines += ["", "Images are float32 (N, 3, R, R), RGB, channels first, in [-1, 1]: `x = pixels / 127.5 - 1` "
               "and back `pixels = round((x + 1) * 127.5)` clipped to [0, 255]. To sample, feed `prior_decoder.onnx` "
               "latents from a standard normal; `decoder.onnx` decodes codes of images (its batch norms use the "
-              "statistics of those codes, `prior_decoder.onnx`'s those of N(0, I) draws).", ""]
+              "statistics of those codes, `prior_decoder.onnx`'s those of N(0, I) draws), and latents drawn from "
+              "`latent_prior.safetensors` where there is one (component k with probability `weights[k]`, then "
+              "`means[k] + scale_tril[k] @ eps`, eps standard normal).", ""]
     return lines
 
 
@@ -382,6 +395,9 @@ def _files(files: dict, onnx: dict | None, metrics: Metrics | None, discriminato
              "- `config.json`: what rebuilds the networks (`model`) and reads images for them (`data`)",
              f"- `{files['samples']}`" + (f", `{files['reconstructions']}`" if files.get("reconstructions") else "")
              + ": the grids above"]
+    if files.get("prior") == "mixture":
+        lines.append("- `latent_prior.safetensors`: a Gaussian mixture fitted to the training images' codes "
+                     "(`weights` (K,), `means` (K, D), `scale_tril` (K, D, D)), where `vaegan sample` draws latents")
     if metrics:
         lines.append("- `metrics.json`: the evaluation record")
     if onnx:

@@ -22,6 +22,7 @@ from vaegan.data.inputs import read_images
 from vaegan.errors import VaeganError
 from vaegan.files import atomic_path, read_safetensors, write_safetensors, write_text_atomic
 from vaegan.images import check_output_folder, save_grid
+from vaegan.models.gmm import GaussianMixture
 from vaegan.models.inference import reconstruct, sample
 from vaegan.storage.card import (CARD_FILE, METRICS_FILE, NUM_RECON, NUM_SAMPLES, RECON_FILE, RECON_SOURCE,
                                  SAMPLE_SEED, SAMPLES_FILE, describe_failure, find_metrics, model_card, read_metrics)
@@ -78,16 +79,20 @@ def export_model(checkpoint: str | Path, out: str | Path, with_discriminator: bo
     found = read_metrics(metrics, source) if metrics is not None else _own_metrics(source)
     write_safetensors(out / WEIGHTS_FILE, export_state(vae, dis), metadata)
     write_text_atomic(out / CONFIG_FILE, json.dumps(export_config(cfg), indent=2) + "\n")
-    prior = prior_path(checkpoint)
-    if prior.is_file() and prior != out / PRIOR_FILE:  # the fitted latent prior travels with its weights
+    prior, mixture = prior_path(checkpoint), None
+    if prior.is_file():  # the fitted latent prior travels with its weights
         tensors, meta = read_safetensors(prior)
         if {k: meta.get(k) for k in ("step", "weights")} == fitted_for(info):
-            write_safetensors(out / PRIOR_FILE, tensors, meta)
+            mixture = GaussianMixture.from_tensors(tensors, prior)
+            if prior != out / PRIOR_FILE:
+                write_safetensors(out / PRIOR_FILE, tensors, meta)
         else:
             warnings.warn(f"{prior} was fitted for step {meta.get('step')} ({meta.get('weights')} weights), not the "
                           f"exported step {info['step']} ({info['weights']}); not exported. Fit it again: "
                           f"vaegan fit-prior --checkpoint {out}", stacklevel=2)
-    files, recon_note = write_previews(vae, cfg, out)
+    if mixture is None and prior != out / PRIOR_FILE:
+        _remove(out, PRIOR_FILE)  # an earlier export's prior would be another model's
+    files, recon_note = write_previews(vae, cfg, out, mixture)
     onnx_info = export_onnx(vae, cfg, out) if onnx else _remove(out, ENCODER_ONNX, DECODER_ONNX, PRIOR_DECODER_ONNX)
     if found is None:
         _remove(out, METRICS_FILE)
@@ -160,11 +165,12 @@ def _remove(folder: Path, *names: str) -> None:
 
 
 @torch.no_grad()
-def write_previews(vae, cfg, out: Path) -> tuple[dict, str | None]:
-    """``samples.png`` and ``reconstructions.png`` in ``out``: ({"samples", "reconstructions"}: file names
-    (None where not written), why there is no reconstruction grid or None)."""
-    save_grid(sample(vae, NUM_SAMPLES, seed=SAMPLE_SEED), out / SAMPLES_FILE, nrow=8)
-    files = {"samples": SAMPLES_FILE, "reconstructions": None}
+def write_previews(vae, cfg, out: Path, mixture: GaussianMixture | None = None) -> tuple[dict, str | None]:
+    """``samples.png`` (latents from ``mixture``, the exported prior, as ``vaegan sample`` draws them;
+    else N(0, I)) and ``reconstructions.png`` in ``out``: ({"samples", "reconstructions"}: file names
+    (None where not written), "prior": "mixture" or "normal"}, why there is no reconstruction grid or None)."""
+    save_grid(sample(vae, NUM_SAMPLES, seed=SAMPLE_SEED, prior=mixture), out / SAMPLES_FILE, nrow=8)
+    files = {"samples": SAMPLES_FILE, "reconstructions": None, "prior": "normal" if mixture is None else "mixture"}
     try:
         originals = read_images(RECON_SOURCE, cfg, limit=NUM_RECON).images
     except (VaeganError, OSError) as e:

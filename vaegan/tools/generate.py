@@ -20,7 +20,7 @@ from vaegan.images import (
     save_grid,
     save_images,
 )
-from vaegan.storage.prior import load_prior
+from vaegan.storage.prior import PRIORS, choose_prior
 from vaegan.models.inference import reconstruct, sample, decode_latents, encode_images
 from vaegan.storage.pretrained import load_pretrained
 
@@ -85,24 +85,26 @@ def variations(model, image: torch.Tensor, n: int = 8, scale: float = 1.0, seed:
 # Files in, files out.
 
 def sample_to_files(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0, individual: bool = False,
-                    use_ema: bool = True, prior: str = "normal") -> Written:
-    """prior: "normal" (N(0, I)) or "gmm" (the mixture ``vaegan fit-prior`` fitted for this model).
+                    use_ema: bool = True, prior: str = "auto") -> tuple[Written, str]:
+    """prior: "auto" (the mixture fitted for this model when there is one, else N(0, I)), "normal"
+    (N(0, I)) or "gmm" (the fitted mixture, an error without one); see
+    :func:`vaegan.storage.prior.choose_prior`.
 
     ``out``: a grid image file, or with ``individual`` a folder of ``sample-<i>.png``. Returns the
-    files written and those of them that existed before.
+    files written and those of them that existed before, and a line saying which prior was used.
     """
     if n <= 0:
         raise InputError(f"--n must be positive, got {n}")
-    if prior not in ("normal", "gmm"):
-        raise InputError(f"--prior must be normal or gmm, got {prior!r}")
+    if prior not in PRIORS:
+        raise InputError(f"--prior must be one of {', '.join(PRIORS)}, got {prior!r}")
     out = check_output_folder(out) if individual else check_output_file(out, image=True)
     model, _, _, info = load_pretrained(checkpoint, use_ema=use_ema)
-    mixture = load_prior(checkpoint, model.latent_dim, info) if prior == "gmm" else None
+    mixture, used = choose_prior(checkpoint, model.latent_dim, info, prior)
     images = sample(model, n, seed, prior=mixture)
     if not individual:
         save_grid(images, out, nrow=max(1, int(n ** 0.5)))
-        return Written([out], [])
-    return save_images(images, [out / f"sample-{i:05d}.png" for i in range(n)])
+        return Written([out], []), used
+    return save_images(images, [out / f"sample-{i:05d}.png" for i in range(n)]), used
 
 
 def reconstruct_to_files(checkpoint: str | Path, images: str | Path, out: str | Path,

@@ -1,15 +1,11 @@
-"""Fit the ex-post latent prior of a trained model (``vaegan fit-prior``)."""
+"""Fit the ex-post latent prior of a saved model (``vaegan fit-prior``; training fits one at its end)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from vaegan.data import build_dataset
-from vaegan.models.gmm import fit_gmm
-from vaegan.models.inference import BATCH_SIZE, encode_images
 from vaegan.storage.pretrained import load_pretrained
-from vaegan.storage.prior import fitted_for, prior_path
+from vaegan.storage.prior import fit_codes_mixture, prior_path, save_prior
 
 
 def fit_prior(checkpoint: str | Path, components: int = 10, num_images: int | None = None, seed: int = 0,
@@ -21,12 +17,5 @@ def fit_prior(checkpoint: str | Path, components: int = 10, num_images: int | No
     the weights (EMA, or raw with ``use_ema=False``) it was fitted for; sampling refuses it for others.
     """
     vae, cfg, _, info = load_pretrained(checkpoint, use_ema=use_ema)
-    dataset = build_dataset(cfg.data, split="train")
-    n = len(dataset) if num_images is None else min(num_images, len(dataset))
-    means = []
-    for start in range(0, n, BATCH_SIZE):  # a batch of images in memory at a time, not the split
-        images = torch.stack([dataset[i] for i in range(start, min(start + BATCH_SIZE, n))])
-        means.append(encode_images(vae, images).mean)
-    mixture = fit_gmm(torch.cat(means), components, seed=seed)
-    meta = {"source": info["source"], **fitted_for(info), "images": str(n), "components": str(components)}
-    return mixture.save(prior_path(checkpoint), meta)
+    mixture, n = fit_codes_mixture(vae, build_dataset(cfg.data, split="train"), components, num_images, seed)
+    return save_prior(mixture, prior_path(checkpoint), info, n, components)

@@ -24,9 +24,11 @@ from vaegan.data.loader import GlobalBatchSampler, batches
 from vaegan.files import write_text_atomic
 from vaegan.images import save_grid, to_float
 from vaegan.models import VAE, build_decoder, build_discriminator, build_encoder
+from vaegan.models.gmm import GaussianMixture
 from vaegan.models.layers import fill_prior_statistics, sync_batchnorm
 from vaegan.errors import InputError, VaeganError
 from vaegan.storage.checkpoint import has_checkpoint, load_checkpoint, resolve_checkpoint, save_checkpoint
+from vaegan.storage.prior import fit_codes_mixture, prior_path, save_prior
 from vaegan.threads import (SlowdownDetector, ThreadTuner, apply_threads, fixed_threads, loader_workers,
                             precision_note, resolve_precision)
 from vaegan.training.ema import EMA, recalibrate_batchnorm
@@ -312,9 +314,35 @@ class Trainer:
             self._ema_calibrated_at = self.step
         return VAE(mods["encoder"], mods["decoder"], self.cfg.model.latent_dim)
 
+    def fit_prior(self) -> GaussianMixture | None:
+        """Fit the ex-post latent prior (``train.prior_components``, ``train.prior_images``) to the
+        final model's codes of its training images and write it to RUN/latent_prior.safetensors,
+        recorded as fitted for this step and these weights (EMA or raw): ``vaegan sample``'s default
+        prior while they match. Main process only; None when off or with too few images."""
+        t = self.cfg.train
+        n = min(t.prior_images, len(self.dataset))
+        if t.prior_components == 0:
+            return None
+        if n < t.prior_components:
+            self.accelerator.print(f"no latent prior fitted: {n} training images for train.prior_components="
+                                   f"{t.prior_components}; sampling stays with N(0, I)")
+            return None
+        try:
+            mixture, n = fit_codes_mixture(self.inference_model(), self.dataset, t.prior_components, n, seed=t.seed)
+        except (RuntimeError, ValueError) as e:  # e.g. non-finite codes of a diverged model: the run itself is saved
+            self.accelerator.print(f"no latent prior fitted ({type(e).__name__}: {e}); sampling stays with N(0, I); "
+                                   f"try again with: vaegan fit-prior --checkpoint {self.run_dir}")
+            return None
+        info = {"source": str(self.run_dir), "step": self.step, "weights": "raw" if self.ema is None else "ema"}
+        path = save_prior(mixture, prior_path(self.run_dir), info, n, t.prior_components)
+        self.accelerator.print(f"latent prior: {t.prior_components} components fitted to the codes of {n} training "
+                               f"images, {path} (vaegan sample's default; --prior normal for N(0, I))")
+        return mixture
+
     @torch.no_grad()
-    def write_grids(self, tag: str) -> dict[str, Path]:
-        """Prior samples from fixed latents and fixed inputs beside their reconstructions."""
+    def write_grids(self, tag: str, mixture: GaussianMixture | None = None) -> dict[str, Path]:
+        """Prior samples from fixed latents and fixed inputs beside their reconstructions; given a
+        fitted ``mixture``, also samples from it (fixed seed, the decoder's data statistics)."""
         model = self.inference_model()
         was_training = model.training
         model.eval()
@@ -322,11 +350,17 @@ class Trainer:
         x = to_float(self.fixed_x.to(self.device)).contiguous(memory_format=self.memory_format)
         rec = model.reconstruct(x).float()
         pairs = torch.stack([x, rec], dim=1).flatten(0, 1)
+        if mixture is not None:
+            z = mixture.sample(len(self.fixed_z), torch.Generator().manual_seed(1234)).float()
+            mixed = model.decode(z.to(self.device)).float()
         model.train(was_training)
         paths = {"samples": self.run_dir / "samples" / f"{tag}-prior.png",
                  "recon": self.run_dir / "samples" / f"{tag}-recon.png"}
         save_grid(samples, paths["samples"], nrow=8)
         save_grid(pairs, paths["recon"], nrow=8)
+        if mixture is not None:
+            paths["mixture"] = self.run_dir / "samples" / f"{tag}-mixture.png"
+            save_grid(mixed, paths["mixture"], nrow=8)
         tracker = self._tensorboard()
         if tracker is not None:
             from vaegan.images import make_grid
@@ -401,7 +435,7 @@ class Trainer:
                 self._periodic(log)
         if self._saved_step != self.step:
             self.save()
-        grids = self.write_grids("final") if acc.is_main_process else {}
+        grids = self.write_grids("final", self.fit_prior()) if acc.is_main_process else {}
         if active_trackers(t):
             acc.end_training()
         return {"step": self.step, "last": last, "grids": {k: str(v) for k, v in grids.items()},
