@@ -137,3 +137,17 @@ def test_sample_refuses_a_prior_fitted_for_other_weights_or_another_step(trained
     assert "latents from N(0, I), not the fitted prior" in said and f"fitted for step {int(meta['step']) - 10}" in said
     assert auto("normal.png", "--prior", "normal") == 0
     assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "normal.png").read_bytes()
+
+
+def test_a_resumed_run_fits_its_prior_again_for_the_new_final_step(tmp_path):
+    from conftest import tiny_config
+    from vaegan.files import read_safetensors
+    from vaegan.storage.prior import PRIOR_FILE
+    from vaegan.training.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(tiny_config("train.max_steps=2", "data.num_images=64", "train.prior_components=2"), run).fit()
+    assert read_safetensors(run / PRIOR_FILE)[1]["step"] == "2"
+    Trainer(tiny_config("train.max_steps=4", "data.num_images=64", "train.prior_components=2"), run, resume=True).fit()
+    _, meta = read_safetensors(run / PRIOR_FILE)
+    assert (meta["step"], meta["weights"], meta["components"], meta["images"]) == ("4", "raw", "2", "64")

@@ -167,7 +167,7 @@ def test_readme_samples_the_fitted_prior_with_numpy_and_onnxruntime_only(tmp_pat
     from PIL import Image
 
     with Image.open(tmp_path / "faces.png") as im:
-        faces = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+        faces = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
     vae = load_pretrained(folder).vae
     want = torch.cat(list(decode_latents(vae, z.float())), dim=2)  # (3, R, 16 R): the row of 16
     assert faces.shape == want.shape and (faces.int() - want.int()).abs().max() <= 1
