@@ -118,7 +118,7 @@ class TrainConfig:
     eval_num_images: int = 1000
     # At the end of training: a Gaussian mixture of this many components fitted to the posterior means
     # of the first prior_images training images, RUN/latent_prior.safetensors (vaegan sample's default
-    # prior while it matches the weights; see vaegan.tools.prior). 0: none.
+    # prior while it matches the weights; vaegan.storage.prior.fit_codes_mixture). 0: none.
     prior_components: int = 10
     prior_images: int = 10000
     threads: int | str = "auto"  # CPU intra-op threads: auto (usable CPUs, re-tuned under load) or a number
