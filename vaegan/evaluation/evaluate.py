@@ -39,7 +39,7 @@ from vaegan.metrics.features import INCEPTION
 from vaegan.errors import InputError, MissingFileError
 from vaegan.storage.hub import is_hub_source, parse_hub_source
 from vaegan.storage.pretrained import load_pretrained
-from vaegan.storage.prior import choose_prior
+from vaegan.storage.prior import load_prior
 from vaegan.evaluation.report import summary_table
 
 TEST_EXTRACTOR = "vaegan-random-conv"  # weights-free random network for tests; its FID is not comparable
@@ -200,7 +200,7 @@ def fid(checkpoint: str | Path, protocol: Protocol = Protocol(), *, recon: bool 
 def _prior(source, model, info: dict, protocol: Protocol):
     """The model's fitted mixture when ``protocol.prior`` is "gmm" (an error naming ``vaegan fit-prior``
     when it has none for these weights), else None: N(0, I)."""
-    return choose_prior(source, model.latent_dim, info, "gmm")[0] if protocol.prior == "gmm" else None
+    return load_prior(source, model.latent_dim, info) if protocol.prior == "gmm" else None
 
 
 def evaluate_model(model, reference: Reference, protocol: Protocol, features: FeatureExtractor | None = None,

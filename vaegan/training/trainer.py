@@ -320,9 +320,9 @@ class Trainer:
         recorded as fitted for this step and these weights (EMA or raw): ``vaegan sample``'s default
         prior while they match. Main process only; None when off or with too few images."""
         t = self.cfg.train
-        n = min(t.prior_images, len(self.dataset))
         if t.prior_components == 0:
             return None
+        n = min(t.prior_images, len(self.dataset))
         if n < t.prior_components:
             self.accelerator.print(f"no latent prior fitted: {n} training images for train.prior_components="
                                    f"{t.prior_components}; sampling stays with N(0, I)")
