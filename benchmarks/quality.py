@@ -233,10 +233,12 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
     gmm = fit_gmm(codes.mean, args.gmm_components, seed=args.seed)
     mixture = decode_latents(vae, gmm.sample(n, torch.Generator().manual_seed(args.seed)))
     out = {"latent": aggregate_posterior_stats(codes)}
+    draw = {"normal": lambda g: decode_latents(vae, torch.randn(n, vae.latent_dim, generator=g), from_prior=True),
+            "gmm": lambda g: decode_latents(vae, gmm.sample(n, g))}
     for prior, samples in (("normal", normal), ("gmm", mixture)):
         m = image_metrics(samples, recon, reference, seed=args.seed)
-        if prior == "normal" and args.swd_draws > 1:
-            m.update(swd_spread(vae, reference, m, args))
+        if args.swd_draws > 1:
+            m.update(swd_spread(draw[prior], reference, m, args))
         if args.inception_weights:
             from vaegan.evaluation.evaluate import feature_extractor, feature_metrics
             m.update(feature_metrics(samples, reference, feature_extractor(None, args.inception_weights, args.device)))
@@ -245,13 +247,12 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
     return out
 
 
-def swd_spread(vae, reference: torch.Tensor, first: dict, args) -> dict:
-    """SWD of ``--swd-draws`` sets of N(0, I) samples (the first already in ``first``, drawn with
-    ``--seed``; the others with the next seeds): each level's mean and standard deviation."""
+def swd_spread(draw, reference: torch.Tensor, first: dict, args) -> dict:
+    """SWD of ``--swd-draws`` sample sets (the first already in ``first``, drawn with ``--seed``; the
+    others by ``draw(generator)`` seeded with the next seeds): each level's mean and standard deviation."""
     draws = [{k: v for k, v in first.items() if k.startswith("SWDx1e3_")}]
     for seed in range(args.seed + 1, args.seed + args.swd_draws):
-        z = torch.randn(len(reference), vae.latent_dim, generator=torch.Generator().manual_seed(seed))
-        draws.append(compute_swd(decode_latents(vae, z, from_prior=True), reference, seed=seed))
+        draws.append(compute_swd(draw(torch.Generator().manual_seed(seed)), reference, seed=seed))
     out = {}
     for key in draws[0]:
         values = torch.tensor([d[key] for d in draws], dtype=torch.float64)
@@ -270,7 +271,8 @@ def cached_evaluation(path: Path, checkpoint: Path, train_images, test_images, a
     meta, tensors = Path(f"{path}.json"), Path(f"{path}.safetensors")
     if meta.exists() and tensors.exists():
         cached = json.loads(meta.read_text())
-        if cached["key"] == key and "latent" in cached["metrics"]:  # (older evaluations lack it: redone)
+        spread = args.swd_draws == 1 or "SWDx1e3_avg_sd" in cached["metrics"]["gmm"]
+        if cached["key"] == key and "latent" in cached["metrics"] and spread:  # (older evaluations lack them: redone)
             return {**cached["metrics"], "images": load_file(str(tensors))}
     point = evaluate(checkpoint, train_images, test_images, args)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,15 +302,16 @@ def report(args, results: dict) -> str:
         for name, point in points.items():
             values = " | ".join(fmt(point[prior].get(k, float("nan"))) for k in keys)
             lines.append(f"| {name} | {point['step']} | {values} |")
-    lines += ["\n### Along the budget (N(0, I) samples; agg. KL and active: the training codes, "
+    lines += ["\n### Along the budget (hf, grid: N(0, I) samples; agg. KL and active: the training codes, "
               "vaegan.metrics.latent)\n",
-              f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)} | hf | grid | PSNR | agg. KL | active |",
-              "|---" * 9 + "|"]
+              f"| model | step | PFLOP | SWD {'/'.join(k[8:] for k in swd)}, N(0, I) | mixture | hf | grid | PSNR | "
+              "agg. KL | active |", "|---" * 10 + "|"]
     for name, res in results.items():
         for point in res["curve"]:
             m, latent = point["normal"], point.get("latent", {})  # (evaluations cached before it: absent)
             lines.append(f"| {name} | {point['step']} | {point['pflop']:.2f} | "
-                         f"{' / '.join(_mean_sd(m, k) for k in swd)} | {m['hf_ratio']:.2f} | "
+                         f"{' / '.join(_mean_sd(m, k) for k in swd)} | "
+                         f"{' / '.join(_mean_sd(point['gmm'], k) for k in swd)} | {m['hf_ratio']:.2f} | "
                          f"{m['grid_peak_ratio']:.2f} | {m['psnr']:.2f} | "
                          f"{fmt(latent.get('aggregate_kl', '-'))} | {latent.get('active_units', '-')} |")
     return "\n".join(lines) + "\n"

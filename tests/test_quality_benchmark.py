@@ -47,7 +47,8 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     assert quality.main([*args, "--no-train"]) == 0
     assert json.loads(cached.read_text())["metrics"]["latent"] == latent
     # --swd-draws: SWD over several sample sets, the first being the one-draw evaluation's.
-    one = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["normal"]
+    one, one_gmm = (json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1][prior]
+                    for prior in ("normal", "gmm"))
     assert quality.main([*args, "--no-train", "--swd-draws", "3"]) == 0
     three = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["normal"]
     for level in ("32", "16"):
@@ -67,6 +68,15 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     for level in ("32", "16"):
         expected = (one[f"SWDx1e3_{level}"] + sum(o[f"SWDx1e3_{level}"] for o in others)) / 3
         assert three[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9)
+    # The mixture's draws too: one fit (to the training codes), latents drawn with seeds 0, 1, 2.
+    three_gmm = json.loads((tmp_path / "quality.json").read_text())["results"]["vae"]["curve"][-1]["gmm"]
+    train = quality.CachedImages(tmp_path / "cache" / "celeba32-train.u8")
+    mixture = quality.fit_gmm(quality.encode_images(vae, train.get_batch(range(len(train)))).mean, 2, seed=0)
+    others = [quality.compute_swd(quality.decode_latents(vae, mixture.sample(len(reference), torch.Generator().manual_seed(s))),
+                                  reference, seed=s) for s in (1, 2)]
+    for level in ("32", "16"):
+        expected = (one_gmm[f"SWDx1e3_{level}"] + sum(o[f"SWDx1e3_{level}"] for o in others)) / 3
+        assert three_gmm[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9) and three_gmm[f"SWDx1e3_{level}_sd"] > 0
     with pytest.raises(SystemExit):
         quality.parse_args(["--out", str(tmp_path), "--swd-draws", "0"])
     # --recalibrate: both of the decoder's batch-norm sets recomputed from the first 256 training
