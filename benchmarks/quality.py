@@ -226,15 +226,14 @@ def evaluate(checkpoint: Path, train_images: torch.Tensor, test_images: torch.Te
         recalibrate_batchnorm(vae.encoder, vae.decoder, to_float(train_images[:256]).to(args.device), vae.latent_dim)
     n = min(args.num_images, len(test_images))
     reference = test_images[:n]
-    gen = torch.Generator().manual_seed(args.seed)
-    normal = decode_latents(vae, torch.randn(n, vae.latent_dim, generator=gen), from_prior=True)
     recon = reconstruct(vae, reference)
     codes = encode_images(vae, train_images)
     gmm = fit_gmm(codes.mean, args.gmm_components, seed=args.seed)
-    mixture = decode_latents(vae, gmm.sample(n, torch.Generator().manual_seed(args.seed)))
-    out = {"latent": aggregate_posterior_stats(codes)}
+    # One sampler per prior: the first draw (seed --seed) is kept and pictured, --swd-draws adds more.
     draw = {"normal": lambda g: decode_latents(vae, torch.randn(n, vae.latent_dim, generator=g), from_prior=True),
             "gmm": lambda g: decode_latents(vae, gmm.sample(n, g))}
+    normal, mixture = (draw[k](torch.Generator().manual_seed(args.seed)) for k in ("normal", "gmm"))
+    out = {"latent": aggregate_posterior_stats(codes)}
     for prior, samples in (("normal", normal), ("gmm", mixture)):
         m = image_metrics(samples, recon, reference, seed=args.seed)
         if args.swd_draws > 1:
