@@ -77,6 +77,13 @@ def test_quality_benchmark_trains_both_at_equal_flops_and_reports(celeba_root, t
     for level in ("32", "16"):
         expected = (one_gmm[f"SWDx1e3_{level}"] + sum(o[f"SWDx1e3_{level}"] for o in others)) / 3
         assert three_gmm[f"SWDx1e3_{level}"] == pytest.approx(expected, rel=1e-9) and three_gmm[f"SWDx1e3_{level}_sd"] > 0
+    # A three-draw evaluation cached before the mixture had its spread is redone, not reported without it.
+    (cached,) = (tmp_path / "eval").glob(f"vae-step-{report['vae']['curve'][-1]['step']:08d}.json")
+    old = json.loads(cached.read_text())
+    old["metrics"]["gmm"] = {k: v for k, v in old["metrics"]["gmm"].items() if not k.endswith("_sd")}
+    cached.write_text(json.dumps(old))
+    assert quality.main([*args, "--no-train", "--swd-draws", "3"]) == 0
+    assert json.loads(cached.read_text())["metrics"]["gmm"] == three_gmm
     with pytest.raises(SystemExit):
         quality.parse_args(["--out", str(tmp_path), "--swd-draws", "0"])
     # --recalibrate: both of the decoder's batch-norm sets recomputed from the first 256 training
